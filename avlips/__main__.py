@@ -1,0 +1,3 @@
+from avlips.cli import main
+
+raise SystemExit(main())

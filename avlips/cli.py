@@ -1,0 +1,89 @@
+"""The `avlips` command: one subcommand per stage, knobs from params.yaml, overrides on the line."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from avlips import __version__
+from avlips.params import ParamsError, load_params, param
+
+
+def _beam_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runner", help="Beam runner (default from params.yaml beam.runner)")
+    parser.add_argument("--workers", type=int, help="DirectRunner processes (default beam.workers)")
+
+
+def _beam_settings(args: argparse.Namespace, params: dict, passthrough: list[str]) -> dict:
+    """Runner, worker count and pass-through Beam options, command line over params.yaml."""
+    return {
+        "runner": args.runner or param(params, "beam.runner", "DirectRunner"),
+        "workers": args.workers or int(param(params, "beam.workers", 1)),
+        "beam_args": tuple(param(params, "beam.options", []) or []) + tuple(passthrough),
+    }
+
+
+def cmd_corpus(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
+    """List and probe a source; write clips.parquet and failures.parquet."""
+    from pipelines.corpus import run_corpus
+
+    source = args.source or param(params, "corpus.source", "demo")
+    out = args.out or param(params, "corpus.out", "data/corpus")
+    stats = run_corpus(source, out, params, **_beam_settings(args, params, passthrough))
+    print(f"corpus: inputs={stats['inputs']} clips={stats['clips']} failures={stats['failures']} -> {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="avlips", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"avlips {__version__}")
+    parser.add_argument("--params", help="params file (default: $AVLIPS_PARAMS or ./params.yaml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    corpus = sub.add_parser("corpus", help="list and probe source videos into clips.parquet",
+                            description="Unknown --options are passed to Beam (e.g. --dask_client_address).")
+    corpus.add_argument("--source", help="demo | folder:<dir> | avlips:<dir> | manifest:<csv|parquet>")
+    corpus.add_argument("--out", help="output directory (default corpus.out)")
+    _beam_flags(corpus)
+    corpus.set_defaults(handler=cmd_corpus)
+    return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    """Our progress lines at INFO; Beam's worker chatter only when verbose."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # Beam warns at import about optional GCP clients that a local run never uses.
+    handler.addFilter(lambda record: "apitools not found" not in record.getMessage())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.getLogger("avlips").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `avlips` console script."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    parser = build_parser()
+    args, passthrough = parser.parse_known_args(argv)
+    unknown = [a for a in passthrough if not a.startswith("--")]
+    if unknown:
+        parser.error(f"unexpected arguments: {' '.join(unknown)}")
+    _configure_logging(args.verbose)
+    try:
+        params = load_params(args.params)
+        return int(args.handler(args, params, passthrough) or 0)
+    except ParamsError as exc:
+        print(f"avlips: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from pipelines.failures import StageFailed
+        from pipelines.sources import SourceError
+
+        if isinstance(exc, (StageFailed, SourceError)):
+            print(f"avlips {args.command}: {exc}", file=sys.stderr)
+            return 1
+        raise

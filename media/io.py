@@ -1,0 +1,603 @@
+"""Probe, decode, encode and mux media files.
+
+Decoding and probing run in-process with PyAV. Encoding and muxing drive an ffmpeg binary
+through ffmpeg-python: the one on PATH, or the one shipped by imageio-ffmpeg.
+
+Frames are RGB uint8 arrays (H, W, 3) with the container's rotation applied. "Frame i" is the
+i-th frame in presentation order, read from a packet index, so indices stay exact on variable
+frame rate video and seeking lands on the frame asked for.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import av
+import numpy as np
+
+from media.errors import (
+    MediaError,
+    NoAudio,
+    NoFrames,
+    NotAVideo,
+    TruncatedMedia,
+    UnreadableFile,
+)
+
+# Seeking costs a keyframe lookup and a decoder flush; reading on is cheaper when the next
+# wanted frame is this close.
+_SEEK_GAP_FRAMES = 30
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a media file holds, as needed by the stages."""
+
+    path: str
+    width: int  # displayed width (after rotation)
+    height: int
+    fps: float  # average frame rate: frames / duration
+    nominal_fps: float  # the stream's declared rate
+    frames: int
+    duration: float  # seconds of video
+    rotation: int  # degrees clockwise the frames are turned for display
+    codec: str
+    variable_frame_rate: bool
+    has_audio: bool
+    audio_rate: int
+    audio_channels: int
+    audio_codec: str
+    audio_duration: float
+
+    def to_dict(self) -> dict:
+        """Plain-dict form for manifests."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _FrameIndex:
+    """Presentation timestamps of every frame of a video stream, sorted."""
+
+    pts: np.ndarray  # int64, stream time base
+    keyframe: np.ndarray  # bool, per frame in presentation order
+    time_base: float
+    duration: float
+    rotation: int  # clockwise degrees for display
+
+
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg binary to drive: PATH first, else imageio-ffmpeg's."""
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _check_readable(path: str) -> None:
+    """Raise UnreadableFile / NotAVideo for paths that cannot be media at all."""
+    if not os.path.exists(path):
+        raise UnreadableFile(path, "no such file")
+    if os.path.isdir(path):
+        raise UnreadableFile(path, "is a directory")
+    if not os.access(path, os.R_OK):
+        raise UnreadableFile(path, "permission denied")
+    if os.path.getsize(path) == 0:
+        raise NotAVideo(path, "empty file (0 bytes)")
+
+
+def _open(path: str | os.PathLike) -> av.container.InputContainer:
+    """Open a container, turning every failure into a MediaError that names the file."""
+    path = str(path)
+    _check_readable(path)
+    try:
+        return av.open(path, metadata_errors="ignore")
+    except PermissionError as exc:
+        raise UnreadableFile(path, f"cannot open: {exc}") from exc
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        if _looks_like_mp4(path):
+            raise TruncatedMedia(path, f"mp4 header present but container unreadable ({exc})") from exc
+        raise NotAVideo(path, f"not a media file ffmpeg can read ({exc})") from exc
+
+
+def _looks_like_mp4(path: str) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+    return len(head) >= 8 and head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide")
+
+
+def _rotation_of(stream: av.video.stream.VideoStream, container: av.container.InputContainer) -> int:
+    """Clockwise display rotation in degrees (0, 90, 180, 270) from tags or the display matrix."""
+    for source in (stream.metadata, container.metadata):
+        tag = source.get("rotate")
+        if tag:
+            try:
+                return int(tag) % 360
+            except ValueError:
+                pass
+    # Newer muxers store a display matrix instead of a tag; decoded frames carry it.
+    try:
+        for frame in container.decode(stream):
+            # PyAV reports the display matrix angle counter-clockwise.
+            return int(round(-frame.rotation)) % 360
+    except av.error.FFmpegError:
+        pass
+    return 0
+
+
+def _video_stream(container: av.container.InputContainer, path: str) -> av.video.stream.VideoStream:
+    streams = [s for s in container.streams.video if s.codec_context is not None]
+    # Cover art is an attached picture, not a video.
+    streams = [s for s in streams if not (s.disposition & av.stream.Disposition.attached_pic)]
+    if not streams:
+        raise NotAVideo(path, "no video stream")
+    return streams[0]
+
+
+@functools.lru_cache(maxsize=256)
+def _frame_index_cached(path: str, size: int, mtime_ns: int) -> _FrameIndex:
+    container = _open(path)
+    try:
+        stream = _video_stream(container, path)
+        pts: list[int] = []
+        keys: list[bool] = []
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0 or packet.pts is None:
+                    continue
+                pts.append(packet.pts)
+                keys.append(bool(packet.is_keyframe))
+        except av.error.FFmpegError as exc:
+            if not pts:
+                raise TruncatedMedia(path, f"no readable video packets ({exc})") from exc
+            # A truncated tail: keep the packets read so far, they are decodable.
+        if not pts:
+            raise NoFrames(path, "video stream has no frames")
+        order = np.argsort(np.asarray(pts, dtype=np.int64), kind="stable")
+        pts_sorted = np.asarray(pts, dtype=np.int64)[order]
+        keyframe = np.asarray(keys, dtype=bool)[order]
+        time_base = float(stream.time_base)
+        if len(pts_sorted) > 1:
+            last_step = float(np.median(np.diff(pts_sorted[-min(len(pts_sorted), 10):])))
+        else:
+            rate = float(stream.average_rate or stream.base_rate or 25)
+            last_step = 1.0 / rate / time_base
+        duration = float(pts_sorted[-1] - pts_sorted[0] + last_step) * time_base
+        container.seek(int(pts_sorted[0]), stream=stream, backward=True)
+        rotation = _rotation_of(stream, container)
+        return _FrameIndex(pts_sorted, keyframe, time_base, duration, rotation)
+    finally:
+        container.close()
+
+
+def _frame_index(path: str | os.PathLike) -> _FrameIndex:
+    path = str(path)
+    _check_readable(path)
+    stat = os.stat(path)
+    return _frame_index_cached(path, stat.st_size, stat.st_mtime_ns)
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Streams, frame rate, frame count, duration, rotation and audio facts of a video file."""
+    path = str(path)
+    index = _frame_index(path)
+    container = _open(path)
+    try:
+        stream = _video_stream(container, path)
+        rotation = index.rotation
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if width <= 0 or height <= 0:
+            raise NotAVideo(path, f"video stream has no picture size ({width}x{height})")
+        if rotation in (90, 270):
+            width, height = height, width
+        frames = len(index.pts)
+        if index.duration <= 0:
+            raise NoFrames(path, "zero duration")
+        steps = np.diff(index.pts)
+        vfr = bool(len(steps) > 1 and (steps.max() - steps.min()) > 0.1 * max(1.0, float(np.median(steps))))
+        nominal = float(stream.base_rate or stream.average_rate or 0.0)
+        audio = _audio_stream(container)
+        audio_duration = 0.0
+        if audio is not None and audio.duration is not None:
+            audio_duration = float(audio.duration * audio.time_base)
+        elif audio is not None and container.duration:
+            audio_duration = container.duration / av.time_base
+        return VideoInfo(
+            path=path,
+            width=int(width),
+            height=int(height),
+            fps=frames / index.duration,
+            nominal_fps=nominal,
+            frames=frames,
+            duration=index.duration,
+            rotation=rotation,
+            codec=stream.codec_context.name,
+            variable_frame_rate=vfr,
+            has_audio=audio is not None,
+            audio_rate=int(audio.rate) if audio is not None else 0,
+            audio_channels=int(audio.channels) if audio is not None else 0,
+            audio_codec=audio.codec_context.name if audio is not None else "",
+            audio_duration=audio_duration,
+        )
+    finally:
+        container.close()
+
+
+def frame_times(path: str | os.PathLike) -> np.ndarray:
+    """Presentation time in seconds of every frame, counted from the first frame."""
+    index = _frame_index(path)
+    return (index.pts - index.pts[0]).astype(np.float64) * index.time_base
+
+
+def _audio_stream(container: av.container.InputContainer):
+    streams = [s for s in container.streams.audio if s.codec_context is not None and s.rate]
+    return streams[0] if streams else None
+
+
+def _to_rgb(frame: av.VideoFrame, rotation: int, size: tuple[int, int] | None) -> np.ndarray:
+    array = frame.to_ndarray(format="rgb24")
+    if rotation:
+        # np.rot90 turns counter-clockwise; a clockwise display rotation needs negative turns.
+        array = np.ascontiguousarray(np.rot90(array, k=-(rotation // 90)))
+    if size is not None:
+        import cv2
+
+        array = cv2.resize(array, size, interpolation=cv2.INTER_AREA)
+    return array
+
+
+def read_frames(
+    path: str | os.PathLike,
+    indices: Sequence[int],
+    size: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Frames at the given indices (presentation order), as (N, H, W, 3) RGB uint8.
+
+    Seeks to the keyframe before each wanted frame that is far from the last one decoded,
+    so reading a few windows never decodes a whole long video. `size` is (width, height).
+    """
+    path = str(path)
+    index = _frame_index(path)
+    wanted = [int(i) for i in indices]
+    if not wanted:
+        return np.zeros((0, 0, 0, 3), dtype=np.uint8)
+    bad = [i for i in wanted if i < 0 or i >= len(index.pts)]
+    if bad:
+        raise MediaError(path, f"frame indices {bad[:5]} outside 0..{len(index.pts) - 1}")
+    pts_to_pos = {int(p): n for n, p in enumerate(index.pts)}
+    order = sorted(set(wanted))
+    found: dict[int, np.ndarray] = {}
+    container = _open(path)
+    try:
+        stream = _video_stream(container, path)
+        stream.thread_type = "AUTO"
+        rotation = index.rotation
+        position = -1  # index of the last frame decoded, -1 before any
+        decoder = None
+        for target in order:
+            if target in found:
+                continue
+            if decoder is None or target < position or target - position > _SEEK_GAP_FRAMES:
+                key = _keyframe_at_or_before(index, target)
+                container.seek(int(index.pts[key]), stream=stream, backward=True, any_frame=False)
+                decoder = _decode(container, stream, path)
+                position = -1
+            for frame in decoder:
+                if frame.pts is None:
+                    continue
+                position = pts_to_pos.get(int(frame.pts), position + 1)
+                if position in found or position not in order:
+                    if position >= target:
+                        break
+                    continue
+                found[position] = _to_rgb(frame, rotation, size)
+                if position >= target:
+                    break
+            if target not in found:
+                raise TruncatedMedia(path, f"frame {target} is indexed but could not be decoded")
+    finally:
+        container.close()
+    return np.stack([found[i] for i in wanted])
+
+
+def _keyframe_at_or_before(index: _FrameIndex, target: int) -> int:
+    keys = np.flatnonzero(index.keyframe[: target + 1])
+    return int(keys[-1]) if len(keys) else 0
+
+
+def _decode(container, stream, path: str) -> Iterator[av.VideoFrame]:
+    try:
+        yield from container.decode(stream)
+    except av.error.FFmpegError as exc:
+        raise TruncatedMedia(path, f"decoding stopped: {exc}") from exc
+
+
+def iter_frames(
+    path: str | os.PathLike,
+    start: int = 0,
+    stop: int | None = None,
+    step: int = 1,
+    size: tuple[int, int] | None = None,
+) -> Iterator[np.ndarray]:
+    """Frames start, start+step, ... before stop, decoded in one forward pass."""
+    path = str(path)
+    index = _frame_index(path)
+    stop = len(index.pts) if stop is None else min(stop, len(index.pts))
+    if start >= stop:
+        return
+    pts_to_pos = {int(p): n for n, p in enumerate(index.pts)}
+    container = _open(path)
+    try:
+        stream = _video_stream(container, path)
+        stream.thread_type = "AUTO"
+        rotation = index.rotation
+        if start > 0:
+            key = _keyframe_at_or_before(index, start)
+            container.seek(int(index.pts[key]), stream=stream, backward=True, any_frame=False)
+        position = -1
+        for frame in _decode(container, stream, path):
+            if frame.pts is None:
+                continue
+            position = pts_to_pos.get(int(frame.pts), position + 1)
+            if position >= stop:
+                break
+            if position >= start and (position - start) % step == 0:
+                yield _to_rgb(frame, rotation, size)
+    finally:
+        container.close()
+
+
+def read_frames_at(path: str | os.PathLike, times: Sequence[float]) -> np.ndarray:
+    """Frames shown at the given times in seconds (the latest frame starting at or before each)."""
+    starts = frame_times(path)
+    indices = np.clip(np.searchsorted(starts, np.asarray(times, dtype=np.float64) + 1e-9, side="right") - 1,
+                      0, len(starts) - 1)
+    return read_frames(path, indices.tolist())
+
+
+def read_audio(
+    path: str | os.PathLike,
+    sample_rate: int = 16000,
+    mono: bool = True,
+) -> np.ndarray:
+    """The first audio stream as float32 in -1..1, resampled (soxr, high quality); (N,) or (C, N)."""
+    import soxr
+
+    path = str(path)
+    container = _open(path)
+    chunks: list[np.ndarray] = []
+    try:
+        stream = _audio_stream(container)
+        if stream is None:
+            raise NoAudio(path, "no audio stream")
+        native_rate = int(stream.rate)
+        # Decoding to planar float keeps the sample values; mixing and resampling happen below.
+        resampler = av.AudioResampler(format="fltp", layout=None, rate=native_rate)
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray())
+        except av.error.FFmpegError as exc:
+            if not chunks:
+                raise TruncatedMedia(path, f"audio could not be decoded ({exc})") from exc
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray())
+    finally:
+        container.close()
+    if not chunks:
+        raise NoAudio(path, "audio stream decodes to no samples")
+    audio = np.concatenate(chunks, axis=1).astype(np.float32)
+    if audio.shape[1] == 0:
+        raise NoAudio(path, "audio stream decodes to no samples")
+    if mono:
+        audio = audio.mean(axis=0, keepdims=True)
+    if native_rate != sample_rate:
+        audio = soxr.resample(audio.T, native_rate, sample_rate, quality="HQ").T
+    audio = np.ascontiguousarray(audio, dtype=np.float32)
+    return audio[0] if mono else audio
+
+
+def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
+    """Write float audio (N,) or (C, N) as 16-bit PCM wav, via a temporary name."""
+    import soundfile
+
+    path = Path(path)
+    data = np.asarray(audio, dtype=np.float32)
+    data = data.T if data.ndim == 2 else data
+    tmp = path.with_name(f".{path.name}.part")
+    soundfile.write(str(tmp), np.clip(data, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+    os.replace(tmp, path)
+
+
+def _even_pad(frame: np.ndarray) -> np.ndarray:
+    """Pad odd heights/widths by one edge row/column: H.264 4:2:0 needs even sizes."""
+    pad_h, pad_w = frame.shape[0] % 2, frame.shape[1] % 2
+    if pad_h or pad_w:
+        frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    return frame
+
+
+def _run_ffmpeg(stream_spec, path: str, frames: Iterable[np.ndarray] | None = None) -> None:
+    """Run an ffmpeg-python graph, feeding raw frames on stdin; errors name the output file."""
+    import threading
+
+    args = stream_spec.compile(cmd=ffmpeg_exe())
+    process = subprocess.Popen(
+        args, stdin=subprocess.PIPE if frames is not None else subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    # Drain stderr on a thread so a chatty ffmpeg never blocks while we feed stdin.
+    errors: list[bytes] = []
+    reader = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
+    reader.start()
+    try:
+        if frames is not None:
+            try:
+                for frame in frames:
+                    process.stdin.write(np.ascontiguousarray(frame).tobytes())
+            except BrokenPipeError:
+                pass  # ffmpeg exited early; its stderr says why
+            finally:
+                try:
+                    process.stdin.close()
+                except BrokenPipeError:
+                    pass
+        process.wait()
+        reader.join()
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    if process.returncode != 0:
+        tail = b"".join(errors).decode(errors="replace").strip().splitlines()[-5:]
+        raise MediaError(path, "ffmpeg failed: " + " | ".join(tail))
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    fps: float,
+    audio: np.ndarray | str | os.PathLike | None = None,
+    sample_rate: int = 16000,
+    crf: int = 18,
+    preset: str = "medium",
+    keyint: int | None = None,
+    codec: str = "libx264",
+) -> None:
+    """Encode RGB frames as H.264 (yuv420p) mp4 with optional AAC audio, via a temporary name.
+
+    `audio` is a float array (N,) / (C, N) at `sample_rate`, or a path whose first audio
+    stream is used. `keyint` caps the distance between keyframes; `codec` may be libx265. Odd frame sizes are padded by one edge pixel. Output is bit-exact for the
+    same input (no encoder version or date in the file).
+    """
+    import ffmpeg
+
+    path = Path(path)
+    frames = iter(frames)
+    try:
+        first = _even_pad(np.asarray(next(frames)))
+    except StopIteration:
+        raise MediaError(str(path), "no frames to write") from None
+    if first.dtype != np.uint8 or first.ndim != 3 or first.shape[2] != 3:
+        raise MediaError(str(path), f"frames must be HxWx3 uint8, got {first.shape} {first.dtype}")
+    height, width = first.shape[:2]
+
+    def all_frames() -> Iterator[np.ndarray]:
+        yield first
+        for frame in frames:
+            frame = _even_pad(np.asarray(frame))
+            if frame.shape != first.shape:
+                raise MediaError(str(path), f"frame size changed from {first.shape} to {frame.shape}")
+            yield frame
+
+    tmp = path.with_name(f".{path.stem}.part{path.suffix}")
+    with tempfile.TemporaryDirectory(prefix="avlips-enc-") as scratch:
+        video_in = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24",
+                                s=f"{width}x{height}", framerate=_rate_str(fps))
+        streams = [video_in.video]
+        extra: dict = {}  # output options beyond the video codec: audio, GOP, codec tweaks
+        if audio is not None:
+            if isinstance(audio, (str, os.PathLike)):
+                audio_in = ffmpeg.input(str(audio))
+            else:
+                wav = os.path.join(scratch, "audio.wav")
+                write_wav(wav, audio, sample_rate)
+                audio_in = ffmpeg.input(wav)
+            streams.append(audio_in.audio)
+            extra.update(acodec="aac", audio_bitrate="128k", **{"flags:a": "+bitexact"})
+        if keyint:
+            extra["g"] = int(keyint)
+        if codec == "libx265":
+            extra["x265-params"] = "log-level=error"
+            extra["tag:v"] = "hvc1"
+        out = ffmpeg.output(
+            *streams, str(tmp), vcodec=codec, pix_fmt="yuv420p", crf=crf, preset=preset,
+            movflags="+faststart", map_metadata=-1, fflags="+bitexact", **{"flags:v": "+bitexact"},
+            **extra,
+        ).overwrite_output().global_args("-nostdin", "-loglevel", "error")
+        try:
+            _run_ffmpeg(out, str(path), all_frames())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    os.replace(tmp, path)
+
+
+def mux_audio(
+    video_path: str | os.PathLike,
+    audio: np.ndarray | str | os.PathLike,
+    out_path: str | os.PathLike,
+    sample_rate: int = 16000,
+    shortest: bool = False,
+) -> None:
+    """Copy the video stream of one file and put a new AAC audio track beside it."""
+    import ffmpeg
+
+    out_path = Path(out_path)
+    tmp = out_path.with_name(f".{out_path.stem}.part{out_path.suffix}")
+    with tempfile.TemporaryDirectory(prefix="avlips-mux-") as scratch:
+        if isinstance(audio, (str, os.PathLike)):
+            audio_source = str(audio)
+        else:
+            audio_source = os.path.join(scratch, "audio.wav")
+            write_wav(audio_source, audio, sample_rate)
+        video_in = ffmpeg.input(str(video_path))
+        audio_in = ffmpeg.input(audio_source)
+        extra = {"shortest": None} if shortest else {}
+        out = ffmpeg.output(
+            video_in.video, audio_in.audio, str(tmp), vcodec="copy", acodec="aac",
+            audio_bitrate="128k", movflags="+faststart", map_metadata=-1, fflags="+bitexact",
+            **{"flags:a": "+bitexact"}, **extra,
+        ).overwrite_output().global_args("-nostdin", "-loglevel", "error")
+        try:
+            _run_ffmpeg(out, str(out_path))
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    os.replace(tmp, out_path)
+
+
+def _rate_str(fps: float) -> str:
+    """A frame rate ffmpeg reads exactly: integers as-is, NTSC-style rates as fractions."""
+    from fractions import Fraction
+
+    return str(Fraction(fps).limit_denominator(1001))
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """Facts of the first audio stream of a file."""
+
+    path: str
+    rate: int
+    channels: int
+    duration: float
+    codec: str
+
+
+def probe_audio(path: str | os.PathLike) -> AudioInfo:
+    """Sample rate, channels, duration and codec of a file's first audio stream."""
+    path = str(path)
+    container = _open(path)
+    try:
+        stream = _audio_stream(container)
+        if stream is None:
+            raise NoAudio(path, "no audio stream")
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration:
+            duration = container.duration / av.time_base
+        else:
+            duration = 0.0
+        if duration <= 0:
+            raise NoAudio(path, "audio stream has zero duration")
+        return AudioInfo(path, int(stream.rate), int(stream.channels), duration, stream.codec_context.name)
+    finally:
+        container.close()

@@ -1,0 +1,23 @@
+"""Beam pipeline options from params.yaml and the command line, for any runner."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+
+def pipeline_options(runner: str = "DirectRunner", workers: int = 1,
+                     extra: Sequence[str] = ()) -> PipelineOptions:
+    """Options for `runner`; `workers` > 1 makes the DirectRunner use that many processes.
+
+    Anything in `extra` (e.g. --dask_client_address=..., --flink_master=..., --project=...)
+    is passed to Beam untouched, so other runners need no code here.
+    """
+    args = [f"--runner={runner}"]
+    if runner == "DirectRunner":
+        if workers > 1:
+            args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
+        else:
+            args += ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
+    args += list(extra)
+    return PipelineOptions(args)

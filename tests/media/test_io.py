@@ -1,0 +1,273 @@
+"""media.io: probe, frame-accurate reads, audio, encode, mux, and bad files."""
+from __future__ import annotations
+
+import fractions
+import os
+import subprocess
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from media import io
+from media.errors import MediaError, NoAudio, NotAVideo, NoFrames, TruncatedMedia, UnreadableFile
+from tests.conftest import gradient_frames, shared_videos, tone
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def test_probe_reports_streams(make_video):
+    path = make_video(n=40, size=(64, 48), fps=25, rate=22050)
+    info = io.probe(path)
+    assert (info.width, info.height, info.frames) == (64, 48, 40)
+    assert info.fps == pytest.approx(25.0)
+    assert info.duration == pytest.approx(1.6)
+    assert info.has_audio and info.audio_rate == 22050 and info.audio_channels == 1
+    assert info.codec == "h264" and info.rotation == 0 and not info.variable_frame_rate
+
+
+def test_written_frames_decode_back_close(make_video, tmp_path):
+    frames = gradient_frames(12, 48, 64)
+    io.write_video(tmp_path / "a.mp4", frames, 25, crf=10)
+    decoded = io.read_frames(tmp_path / "a.mp4", range(12))
+    assert decoded.shape == frames.shape
+    # 4:2:0 chroma subsampling bounds the quality of these saturated random colours.
+    assert min(_psnr(a, b) for a, b in zip(frames, decoded)) > 27
+
+
+def test_read_frames_is_frame_accurate_with_seeks(make_video):
+    # Short GOPs force real seeks; the burnt-in bar makes every frame distinct.
+    path = make_video(n=120, size=(64, 48), keyint=12, audio=False)
+    everything = np.stack(list(io.iter_frames(path)))
+    assert len(everything) == 120
+    wanted = [100, 3, 57, 58, 59, 119, 0, 60, 3]
+    picked = io.read_frames(path, wanted)
+    for got, index in zip(picked, wanted):
+        assert np.array_equal(got, everything[index]), index
+
+
+def test_iter_frames_range_and_step(make_video):
+    path = make_video(n=50, audio=False, keyint=10)
+    everything = np.stack(list(io.iter_frames(path)))
+    part = np.stack(list(io.iter_frames(path, start=13, stop=40, step=5)))
+    assert np.array_equal(part, everything[13:40:5])
+
+
+def test_read_frames_rejects_out_of_range(make_video):
+    path = make_video(n=10, audio=False)
+    with pytest.raises(MediaError, match="outside"):
+        io.read_frames(path, [10])
+
+
+def _write_vfr(path: Path, durations: list[int]) -> None:
+    """An H.264 mp4 whose frames last the given numbers of 1/30 s ticks (a variable frame rate)."""
+    frames = gradient_frames(len(durations), 48, 64)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.time_base = fractions.Fraction(1, 30)
+        stream.codec_context.time_base = fractions.Fraction(1, 30)
+        pts = 0
+        for frame_rgb, ticks in zip(frames, durations):
+            frame = av.VideoFrame.from_ndarray(frame_rgb, format="rgb24")
+            frame.pts = pts
+            frame.time_base = fractions.Fraction(1, 30)
+            pts += ticks
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_variable_frame_rate(tmp_path):
+    durations = [1, 1, 2, 1, 3, 1, 1, 2, 1, 1] * 3
+    path = tmp_path / "vfr.mp4"
+    _write_vfr(path, durations)
+    info = io.probe(path)
+    assert info.frames == len(durations)
+    assert info.variable_frame_rate
+    assert info.duration == pytest.approx(sum(durations) / 30, abs=1e-6)
+    times = io.frame_times(path)
+    assert np.allclose(times, np.cumsum([0] + durations[:-1]) / 30)
+    everything = np.stack(list(io.iter_frames(path)))
+    assert np.array_equal(io.read_frames(path, [4, 17, 2]), everything[[4, 17, 2]])
+    # The frame shown at 0.25 s is the one that started at or before it.
+    shown = io.read_frames_at(path, [0.25])[0]
+    index = int(np.searchsorted(times, 0.25, side="right") - 1)
+    assert np.array_equal(shown, everything[index])
+
+
+def test_rotation_metadata_is_applied(make_video, tmp_path):
+    source = make_video(n=10, size=(64, 48), audio=False)
+    rotated = tmp_path / "rotated.mp4"
+    subprocess.run([io.ffmpeg_exe(), "-loglevel", "error", "-display_rotation", "90", "-i", str(source),
+                    "-c", "copy", str(rotated)], check=True)
+    info = io.probe(rotated)
+    assert info.rotation in (90, 270)
+    assert (info.width, info.height) == (48, 64)
+    upright = io.read_frames(source, [3])[0]
+    turned = io.read_frames(rotated, [3])[0]
+    assert turned.shape == (64, 48, 3)
+    k = -1 if info.rotation == 90 else 1
+    assert np.array_equal(turned, np.rot90(upright, k=k))
+
+
+def test_odd_sizes_are_padded_to_even(tmp_path):
+    frames = gradient_frames(5, 33, 51)
+    io.write_video(tmp_path / "odd.mp4", frames, 25)
+    info = io.probe(tmp_path / "odd.mp4")
+    assert (info.width, info.height) == (52, 34)
+    decoded = io.read_frames(tmp_path / "odd.mp4", [2])[0]
+    assert _psnr(decoded[:33, :51], frames[2]) > 28
+
+
+def test_hevc_decodes(make_video):
+    path = make_video(name="hevc.mp4", n=20, codec="libx265", audio=False)
+    info = io.probe(path)
+    assert info.codec == "hevc" and info.frames == 20
+    assert io.read_frames(path, [19]).shape == (1, 48, 64, 3)
+
+
+def test_read_audio_resamples_to_mono(tmp_path):
+    stereo = tone(1.0, 44100, freq=1000.0, channels=2)
+    io.write_wav(tmp_path / "a.wav", stereo, 44100)
+    audio = io.read_audio(tmp_path / "a.wav", 16000)
+    assert audio.ndim == 1 and audio.dtype == np.float32
+    assert len(audio) == pytest.approx(16000, abs=2)
+    spectrum = np.abs(np.fft.rfft(audio))
+    assert np.argmax(spectrum) * 16000 / len(audio) == pytest.approx(1000.0, abs=2.0)
+    both = io.read_audio(tmp_path / "a.wav", 16000, mono=False)
+    assert both.shape[0] == 2
+
+
+def test_mux_audio_replaces_track(make_video, tmp_path):
+    path = make_video(n=25, audio=False)
+    io.mux_audio(path, tone(1.0, 16000, freq=300.0), tmp_path / "muxed.mp4", 16000)
+    info = io.probe(tmp_path / "muxed.mp4")
+    assert info.has_audio and info.frames == 25
+    audio = io.read_audio(tmp_path / "muxed.mp4", 16000)
+    peak = np.argmax(np.abs(np.fft.rfft(audio))) * 16000 / len(audio)
+    assert peak == pytest.approx(300.0, abs=5.0)
+    # The video stream was copied, not re-encoded.
+    assert np.array_equal(io.read_frames(path, [7]), io.read_frames(tmp_path / "muxed.mp4", [7]))
+
+
+def test_encoding_is_deterministic(tmp_path):
+    frames = gradient_frames(10, 32, 32)
+    io.write_video(tmp_path / "a.mp4", frames, 25, tone(0.4, 16000))
+    io.write_video(tmp_path / "b.mp4", frames, 25, tone(0.4, 16000))
+    assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes()
+    assert not list(tmp_path.glob(".*part*"))
+
+
+def test_non_ascii_name(make_video):
+    path = make_video(name="видео_é 1.mp4", n=10)
+    assert io.probe(path).frames == 10
+    assert len(io.read_audio(path)) > 0
+
+
+# Bad files -----------------------------------------------------------------------------------
+
+def test_missing_file(tmp_path):
+    with pytest.raises(UnreadableFile, match="no such file"):
+        io.probe(tmp_path / "absent.mp4")
+
+
+def test_broken_symlink(tmp_path):
+    os.symlink(tmp_path / "gone.mp4", tmp_path / "link.mp4")
+    with pytest.raises(UnreadableFile):
+        io.probe(tmp_path / "link.mp4")
+
+
+def test_text_file_is_not_a_video(tmp_path):
+    path = tmp_path / "notes.mp4"
+    path.write_text("this is not a video\n" * 20)
+    with pytest.raises(NotAVideo) as caught:
+        io.probe(path)
+    assert str(path) in str(caught.value)
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(NotAVideo, match="empty"):
+        io.probe(tmp_path / "empty.mp4")
+
+
+def test_truncated_mp4(make_video, tmp_path):
+    path = make_video(n=60)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 3])
+    with pytest.raises(MediaError):
+        info = io.probe(cut)
+        io.read_frames(cut, [info.frames - 1])
+
+
+def test_truncated_without_moov_is_reported_as_truncated(tmp_path):
+    frames = gradient_frames(30, 48, 64)
+    path = tmp_path / "nofaststart.mp4"
+    # Without +faststart the index (moov) sits at the end, so a cut file has no index at all.
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    data = path.read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
+    with pytest.raises(TruncatedMedia):
+        io.probe(tmp_path / "cut.mp4")
+
+
+def test_video_with_no_frames(tmp_path):
+    path = tmp_path / "noframes.mp4"
+    subprocess.run([io.ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "color=c=red:s=64x48:r=25",
+                    "-frames:v", "0", "-c:v", "libx264", str(path)], check=True)
+    assert path.exists()
+    with pytest.raises((NoFrames, NotAVideo)):
+        io.probe(path)
+
+
+def test_audio_only_file_is_not_a_video(tmp_path):
+    io.write_wav(tmp_path / "speech.wav", tone(0.5, 16000), 16000)
+    os.rename(tmp_path / "speech.wav", tmp_path / "speech.mp4")
+    with pytest.raises(NotAVideo, match="no video stream"):
+        io.probe(tmp_path / "speech.mp4")
+
+
+def test_no_audio_track(make_video):
+    path = make_video(n=10, audio=False)
+    assert not io.probe(path).has_audio
+    with pytest.raises(NoAudio):
+        io.read_audio(path)
+
+
+def test_write_rejects_bad_frames(tmp_path):
+    with pytest.raises(MediaError, match="no frames"):
+        io.write_video(tmp_path / "x.mp4", [], 25)
+    with pytest.raises(MediaError, match="uint8"):
+        io.write_video(tmp_path / "x.mp4", [np.zeros((8, 8, 3), np.float32)], 25)
+    assert not (tmp_path / "x.mp4").exists()
+
+
+# Real media ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", shared_videos(), ids=lambda p: p.name)
+def test_shared_videos_probe_and_seek(path):
+    info = io.probe(path)
+    assert info.frames > 100 and info.has_audio and info.width >= 500
+    assert info.duration == pytest.approx(info.frames / info.fps)
+    wanted = [info.frames - 1, 0, info.frames // 2]
+    picked = io.read_frames(path, wanted)
+    everything = list(io.iter_frames(path))
+    assert len(everything) == info.frames
+    for got, index in zip(picked, wanted):
+        assert np.array_equal(got, everything[index])
+    audio = io.read_audio(path, 16000)
+    assert abs(len(audio) / 16000 - info.audio_duration) < 0.1
