@@ -35,6 +35,27 @@ def cmd_corpus(args: argparse.Namespace, params: dict, passthrough: list[str]) -
     return 0
 
 
+def cmd_compose(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
+    """Compose LipFD windows from clips and fakes into WebDataset shards."""
+    from pipelines.compose import run_compose
+
+    out = args.out or param(params, "compose.out", "data/shards/clean")
+    totals = run_compose(out, params, **_beam_settings(args, params, passthrough))
+    print(f"compose: inputs={totals['inputs']} composed={totals['videos_composed']} "
+          f"video_failures={totals['video_failures']} window_failures={totals['window_failures']} "
+          f"samples={totals['samples']} -> {out}")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
+    """Render one stored sample as the reference 1000x2500 composite PNG."""
+    from pipelines.render_sample import render_to_png
+
+    size = render_to_png(args.shards, args.key, args.out)
+    print(f"render: {args.key} -> {args.out} ({size[1]}x{size[0]})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="avlips", description=__doc__)
@@ -49,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.add_argument("--out", help="output directory (default corpus.out)")
     _beam_flags(corpus)
     corpus.set_defaults(handler=cmd_corpus)
+
+    compose = sub.add_parser("compose", help="compose LipFD windows into WebDataset shards")
+    compose.add_argument("--out", help="shard directory (default compose.out)")
+    _beam_flags(compose)
+    compose.set_defaults(handler=cmd_compose)
+
+    render = sub.add_parser("render", help="render a stored sample in the reference layout")
+    render.add_argument("--shards", required=True, help="shard paths, brace notation allowed")
+    render.add_argument("--key", required=True, help="the sample's __key__")
+    render.add_argument("--out", required=True, help="PNG to write")
+    render.set_defaults(handler=cmd_render)
     return parser
 
 

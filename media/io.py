@@ -69,6 +69,7 @@ class _FrameIndex:
     time_base: float
     duration: float
     rotation: int  # clockwise degrees for display
+    declared_frames: int  # the container's own count (0 when it has none)
 
 
 def ffmpeg_exe() -> str:
@@ -172,7 +173,7 @@ def _frame_index_cached(path: str, size: int, mtime_ns: int) -> _FrameIndex:
         duration = float(pts_sorted[-1] - pts_sorted[0] + last_step) * time_base
         container.seek(int(pts_sorted[0]), stream=stream, backward=True)
         rotation = _rotation_of(stream, container)
-        return _FrameIndex(pts_sorted, keyframe, time_base, duration, rotation)
+        return _FrameIndex(pts_sorted, keyframe, time_base, duration, rotation, int(stream.frames or 0))
     finally:
         container.close()
 
@@ -198,6 +199,9 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         if rotation in (90, 270):
             width, height = height, width
         frames = len(index.pts)
+        if index.declared_frames > frames:
+            raise TruncatedMedia(path, f"container declares {index.declared_frames} frames, "
+                                       f"only {frames} are in the file")
         if index.duration <= 0:
             raise NoFrames(path, "zero duration")
         steps = np.diff(index.pts)

@@ -1,0 +1,331 @@
+"""The compose stage: LipFD windows from real clips and fakes, into deterministic WebDataset shards.
+
+Per video: evenly spaced window starts, five consecutive frames each (face-centred crops, or full
+frames for already-centred sources), the mel columns of the same time span, encoded as one sample.
+Samples go to `<split>-NNNNNN.tar` by a hash of their key. Every record (sample or failure) belongs
+to one shard, whose `_stats.json` is written last and marks it finished: a rerun skips finished
+shards and the videos that only feed them, and rebuilds the stage manifests from the shard files.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+
+from pipelines import storage
+from pipelines.beam_options import pipeline_options
+from pipelines.failures import SCHEMA as FAILURE_SCHEMA
+from pipelines.failures import Failure, check_threshold, failure_rows
+from pipelines.shards import shard_count, shard_name, shard_of, tar_bytes
+
+STAGE = "compose"
+log = logging.getLogger("avlips.compose")
+
+SAMPLE_SCHEMA = pa.schema([
+    ("key", pa.string()), ("shard", pa.string()), ("split", pa.string()), ("label", pa.int8()),
+    ("clip", pa.string()), ("identity", pa.string()), ("generator", pa.string()),
+    ("window", pa.int16()), ("frame_indices", pa.list_(pa.int64())), ("start_time", pa.float64()),
+    ("end_time", pa.float64()), ("bytes", pa.int64()),
+])
+
+
+@dataclass(frozen=True)
+class ComposeConfig:
+    """The knobs of compose, from params.yaml `compose`."""
+
+    n_windows: int = 10
+    window_len: int = 5
+    frame_size: int = 500
+    frame_format: str = "jpg"
+    jpeg_quality: int = 95
+    crop_scale: float = 1.8  # square side = scale x the face box's longer side
+    min_face_fraction: float = 0.6  # of a window's frames; fewer and the window fails
+    samples_per_shard: int = 200
+    duration_tolerance_s: float = 0.1  # audio and video lengths this close use the reference's ratio mapping
+    silence_dbfs: float = -60.0
+    max_failure_fraction: float = 0.5
+    mel: tuple = ()  # MelConfig fields as (name, value) pairs
+
+    @classmethod
+    def from_params(cls, params: dict) -> "ComposeConfig":
+        """The config from the `compose` block of params.yaml."""
+        block = dict(params.get("compose", {}))
+        mel = tuple(sorted(dict(block.pop("mel", {}) or {}).items()))
+        known = {k: v for k, v in block.items() if k in cls.__dataclass_fields__}
+        return cls(**known, mel=mel)
+
+
+def window_starts(frames: int, n_windows: int, window_len: int) -> list[int]:
+    """Evenly spaced starts from 0 to frames - window_len - 1, as the reference spaces them.
+
+    Plain integers: the reference cast these to uint8 and wrapped past 255; we do not. Short
+    clips give fewer, distinct windows.
+    """
+    last = frames - window_len - 1
+    if last < 0:
+        return [0] if frames >= window_len else []
+    return sorted({int(s) for s in np.linspace(0, last, n_windows, endpoint=True)})
+
+
+def planned_keys(video_id: str, n_windows: int) -> list[str]:
+    """The keys a video's windows get: `<video_id>_wNN`."""
+    return [f"{video_id}_w{index:02d}" for index in range(n_windows)]
+
+
+def compose_video(video: dict, config: ComposeConfig, shards_by_split: dict[str, int]) -> list[dict]:
+    """The records of one video: {'shard', 'kind': 'sample'|'failure', ...}; never raises."""
+    from media.errors import MediaError
+
+    split = video["split"]
+    shards = shards_by_split[split]
+    keys = planned_keys(video["video_id"], config.n_windows)
+    try:
+        records = list(_compose_windows(video, config, keys, shards))
+        if any(r["kind"] == "sample" for r in records):
+            return records
+        # Not one window survived: the video itself failed, said once with the windows' reasons.
+        errors = sorted({r["failure"]["error"] for r in records})
+        reasons = "; ".join(sorted({r["failure"]["message"] for r in records}))[:500]
+        failure = Failure(video["path"], STAGE, errors[0] if len(errors) == 1 else "NoUsableWindow",
+                          f"{video['path']}: no usable window ({reasons})")
+    except MediaError as exc:
+        failure = Failure.from_exception(video["path"], STAGE, exc)
+    except Exception as exc:  # an unforeseen error in one video must not stop the stage
+        failure = Failure(video["path"], STAGE, type(exc).__name__, f"{video['path']}: {exc}")
+    return [{"shard": shard_name(split, shard_of(keys[0], shards)), "kind": "failure", "scope": "video",
+             "video": video["video_id"], "failure": failure.to_row()}]
+
+
+def _compose_windows(video: dict, config: ComposeConfig, keys: list[str], shards: int):
+    from media.audio import MelConfig, clip_mel_db, is_silent, time_columns, window_columns
+    from media.errors import MediaError, NoFace, TooShort
+    from media.io import frame_times, probe, read_audio, read_frames
+
+    path, split = video["path"], video["split"]
+    info = probe(path)
+    starts = window_starts(info.frames, config.n_windows, config.window_len)
+    if not starts:
+        raise TooShort(path, f"{info.frames} frames, fewer than one window of {config.window_len}")
+    mel_config = MelConfig(**dict(config.mel))
+    audio_path = video.get("audio_path") or path
+    audio = read_audio(audio_path, mel_config.sample_rate)
+    if is_silent(audio, config.silence_dbfs):
+        raise MediaError(audio_path, f"silent audio (RMS below {config.silence_dbfs} dBFS)")
+    mel = clip_mel_db(audio, mel_config)
+    db_min, db_max = float(mel.min()), float(mel.max())
+    times = frame_times(path)
+    step = info.duration / info.frames
+    audio_seconds = len(audio) / mel_config.sample_rate
+    # When audio and video lengths agree, map columns by the frames ratio as the reference does;
+    # when they do not, that ratio would stretch the audio, so map by time instead.
+    by_ratio = abs(audio_seconds - info.duration) <= max(config.duration_tolerance_s, step)
+    for window, start in enumerate(starts):
+        key = keys[window]
+        shard = shard_name(split, shard_of(key, shards))
+        indices = list(range(start, start + config.window_len))
+        start_time = float(times[start])
+        end_time = float(times[indices[-1]] + step) if indices[-1] + 1 >= len(times) else float(times[indices[-1] + 1])
+        try:
+            if by_ratio:
+                first, last = window_columns(start, config.window_len, mel.shape[1], info.frames)
+            else:
+                if end_time > audio_seconds:
+                    raise TooShort(audio_path, f"audio ends at {audio_seconds:.2f}s, before window "
+                                               f"{window} ({start_time:.2f}-{end_time:.2f}s)")
+                first, last = time_columns(start_time, end_time, mel_config)
+            last = max(last, first + 1)
+            frames = read_frames(path, indices)
+            crops, boxes = _crop_frames(frames, video, config, path)
+            from media.sample import WindowSample
+
+            meta = {
+                "key": key, "clip": video["video_id"], "identity": video["identity"], "split": split,
+                "label": int(video["label"]), "generator": video.get("generator", ""),
+                "target_clip": video.get("target_clip", ""), "window": window, "frame_indices": indices,
+                "start_time": start_time, "end_time": end_time, "fps": info.fps,
+                "source_path": path, "audio_path": audio_path, "mel_columns": [first, last],
+                "mel_alignment": "ratio" if by_ratio else "time", "mel_db_min": db_min, "mel_db_max": db_max,
+                "mel": asdict(mel_config), "crop": "face" if boxes is not None else "full",
+                "face_box": boxes, "perturbation": {"type": "none", "level": 0},
+            }
+            sample = WindowSample(key, crops, mel[:, first:last], int(video["label"]), meta)
+            members = sample.encode(config.frame_format, config.jpeg_quality)
+            yield {"shard": shard, "kind": "sample", "video": video["video_id"], "key": key, "members": members,
+                   "row": {"key": key, "shard": shard, "split": split, "label": int(video["label"]),
+                           "clip": video["video_id"], "identity": video["identity"],
+                           "generator": video.get("generator", ""), "window": window,
+                           "frame_indices": indices, "start_time": start_time, "end_time": end_time,
+                           "bytes": sum(len(b) for b in members.values())}}
+        except (MediaError, NoFace) as exc:
+            failure = Failure(f"{path}#{key}", STAGE, type(exc).__name__, str(exc))
+            yield {"shard": shard, "kind": "failure", "scope": "window", "video": video["video_id"],
+                   "failure": failure.to_row()}
+
+
+def _crop_frames(frames: np.ndarray, video: dict, config: ComposeConfig, path: str):
+    """Frames resized to the sample size: whole frames for centred sources, else a face-centred square."""
+    import cv2
+
+    size = config.frame_size
+    if video.get("centred"):
+        # The reference resizes whole (already face-centred) frames with OpenCV's bilinear default.
+        return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_LINEAR) for f in frames]), None
+    from media.errors import NoFace
+    from media.faces import crop_square, square_crop_box, track_faces
+
+    track = track_faces(frames)
+    found = np.asarray(track.detected, dtype=bool)
+    if found.mean() < config.min_face_fraction:
+        raise NoFace(path, f"face found in {found.sum()} of {len(frames)} window frames")
+    # One box for the whole window keeps the crops steady across its frames.
+    face = np.median(np.asarray(track.faces)[found], axis=0)
+    box = square_crop_box(face, frames.shape[1:3], config.crop_scale)
+    crops = np.stack([crop_square(frame, box, size) for frame in frames])
+    return crops, [int(v) for v in box]
+
+
+def write_shard(shard: str, records: list, out_dir: str, seconds_started: float) -> dict:
+    """Write one shard's tar, sample manifest and stats (the stats file last: it marks completion)."""
+    records = [r for r in records if r is not None]
+    samples = sorted((r for r in records if r["kind"] == "sample"), key=lambda r: r["key"])
+    failures = [r for r in records if r["kind"] == "failure"]
+    storage.write_bytes(storage.join(out_dir, f"{shard}.tar"), tar_bytes((r["key"], r["members"]) for r in samples))
+    storage.write_parquet(storage.join(out_dir, f"{shard}.parquet"), [r["row"] for r in samples], SAMPLE_SCHEMA)
+    by_error: dict[str, int] = {}
+    for record in failures:
+        by_error[record["failure"]["error"]] = by_error.get(record["failure"]["error"], 0) + 1
+    stats = {
+        "shard": shard, "samples": len(samples), "failures": len(failures),
+        "failures_by_error": dict(sorted(by_error.items())),
+        "video_failures": failure_rows([Failure(**r["failure"]) for r in failures if r["scope"] == "video"]),
+        "window_failures": failure_rows([Failure(**r["failure"]) for r in failures if r["scope"] == "window"]),
+        "videos": sorted({r["video"] for r in records}),
+        "bytes": sum(r["row"]["bytes"] for r in samples),
+        "seconds": round(time.time() - seconds_started, 3),
+    }
+    storage.write_json(storage.join(out_dir, f"{shard}_stats.json"), stats)
+    return {"shard": shard, "samples": len(samples), "failures": len(failures)}
+
+
+def _finished_shards(out_dir: str, names: list[str]) -> set[str]:
+    return {name for name in names if storage.exists(storage.join(out_dir, f"{name}_stats.json"))
+            and storage.exists(storage.join(out_dir, f"{name}.tar"))}
+
+
+def compose_inputs(params: dict) -> list[dict]:
+    """The videos to compose: real clips with their denoised audio, and the fakes made from them."""
+    import pandas as pd
+
+    settings = params.get("compose", {})
+    clips = storage.read_parquet(settings.get("clips", "data/corpus/clips.parquet")).to_pandas()
+    audio_manifest = settings.get("audio", "data/audio/audio.parquet")
+    denoised = {}
+    if audio_manifest and storage.exists(audio_manifest):
+        table = storage.read_parquet(audio_manifest).to_pandas()
+        denoised = dict(zip(table["clip_id"], table["path"]))
+    videos = []
+    for row in clips.to_dict("records"):
+        if row["clip_id"] not in denoised and denoised:
+            continue  # its audio failed denoising (recorded there); never mix processed and raw audio
+        videos.append({
+            "video_id": row["clip_id"], "path": row["path"], "label": int(row["label"]),
+            "identity": row["identity"], "split": row["split"], "generator": row.get("generator") or "",
+            "centred": bool(row["centred"]), "audio_path": denoised.get(row["clip_id"], row.get("audio_path") or ""),
+            "target_clip": "",
+        })
+    fakes_manifest = settings.get("fakes", "data/fakes/fakes.parquet")
+    if fakes_manifest and storage.exists(fakes_manifest):
+        fakes = storage.read_parquet(fakes_manifest).to_pandas()
+        by_clip = clips.set_index("clip_id")
+        for row in fakes.to_dict("records"):
+            target = by_clip.loc[row["target_clip"]]
+            videos.append({
+                "video_id": row["fake_id"], "path": row["path"], "label": 1, "identity": target["identity"],
+                "split": target["split"], "generator": row["generator"], "centred": bool(target["centred"]),
+                # The driving speech as denoised, the same processing as the real clips' audio.
+                "audio_path": row["driving_audio"], "target_clip": row["target_clip"],
+            })
+    del pd
+    return sorted(videos, key=lambda v: v["video_id"])
+
+
+def run_compose(out_dir: str, params: dict, runner: str = "DirectRunner", workers: int = 1,
+                beam_args: tuple[str, ...] = ()) -> dict:
+    """Run the compose stage; returns its totals, raises StageFailed above the failure threshold."""
+    started = time.time()
+    config = ComposeConfig.from_params(params)
+    videos = compose_inputs(params)
+    splits = sorted({v["split"] for v in videos})
+    shards_by_split = {
+        split: shard_count(sum(v["split"] == split for v in videos) * config.n_windows, config.samples_per_shard)
+        for split in splits
+    }
+    all_shards = [shard_name(split, i) for split in splits for i in range(shards_by_split[split])]
+    storage.makedirs(out_dir)
+    finished = _finished_shards(out_dir, all_shards)
+    todo_shards = [name for name in all_shards if name not in finished]
+    # A video is composed again only if one of its windows belongs to an unfinished shard.
+    todo_videos = [
+        v for v in videos
+        if any(shard_name(v["split"], shard_of(k, shards_by_split[v["split"]])) in todo_shards
+               for k in planned_keys(v["video_id"], config.n_windows))
+    ]
+    log.info("compose: %d videos, %d shards (%d finished, %d videos to compose)", len(videos), len(all_shards),
+             len(finished), len(todo_videos))
+    if todo_shards:
+        with beam.Pipeline(options=pipeline_options(runner, workers, beam_args)) as pipeline:
+            records = (
+                pipeline
+                | "Videos" >> beam.Create(todo_videos, reshuffle=len(todo_videos) > 1)
+                | "Compose" >> beam.FlatMap(compose_video, config, shards_by_split)
+                | "KeepUnfinished" >> beam.Filter(lambda r, todo: r["shard"] in todo, set(todo_shards))
+                | "ByShard" >> beam.Map(lambda r: (r["shard"], r))
+            )
+            # Every unfinished shard gets a group, so even an empty one is written and marked.
+            empty = pipeline | "Shards" >> beam.Create([(name, None) for name in todo_shards])
+            _ = (
+                (records, empty)
+                | beam.Flatten()
+                | "Group" >> beam.GroupByKey()
+                | "Write" >> beam.MapTuple(lambda shard, recs: write_shard(shard, list(recs), out_dir, started))
+            )
+    return _write_manifests(out_dir, all_shards, videos, config, started)
+
+
+def _write_manifests(out_dir: str, shards: list[str], videos: list[dict], config: ComposeConfig,
+                     started: float) -> dict:
+    """samples.parquet, failures.parquet and compose_stats.json from the finished shards."""
+    tables, video_failures, window_failures = [], [], []
+    by_error: dict[str, int] = {}
+    for name in shards:
+        tables.append(storage.read_parquet(storage.join(out_dir, f"{name}.parquet")))
+        stats = storage.read_json(storage.join(out_dir, f"{name}_stats.json"))
+        video_failures += [Failure(**row) for row in stats["video_failures"]]
+        window_failures += [Failure(**row) for row in stats["window_failures"]]
+    samples = pa.concat_tables(tables).sort_by("key") if tables else SAMPLE_SCHEMA.empty_table()
+    composed = set(samples.column("clip").to_pylist())
+    failures = video_failures + window_failures
+    for failure in failures:
+        by_error[failure.error] = by_error.get(failure.error, 0) + 1
+    storage.write_parquet(storage.join(out_dir, "samples.parquet"), samples.to_pylist(), SAMPLE_SCHEMA)
+    storage.write_parquet(storage.join(out_dir, "failures.parquet"), failure_rows(failures), FAILURE_SCHEMA)
+    per_split: dict[str, int] = {}
+    for split in samples.column("split").to_pylist():
+        per_split[split] = per_split.get(split, 0) + 1
+    totals = {
+        "stage": STAGE, "inputs": len(videos), "videos_composed": len(composed),
+        "video_failures": len(video_failures), "window_failures": len(window_failures),
+        "samples": samples.num_rows, "samples_by_split": dict(sorted(per_split.items())),
+        "failures_by_error": dict(sorted(by_error.items())), "shards": len(shards),
+        "bytes_per_sample": round(sum(samples.column("bytes").to_pylist()) / max(1, samples.num_rows)),
+    }
+    storage.write_json(storage.join(out_dir, "compose_stats.json"), totals)
+    log.info("compose done: inputs=%d composed=%d video_failures=%d window_failures=%d samples=%d in %.1fs",
+             totals["inputs"], totals["videos_composed"], totals["video_failures"], totals["window_failures"],
+             totals["samples"], time.time() - started)
+    check_threshold(STAGE, len(videos), len(video_failures), config.max_failure_fraction)
+    return totals

@@ -1,0 +1,249 @@
+"""The compose stage: windows, the reference layout, deterministic resumable shards, bad inputs."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from media import io
+from media.sample import WindowSample
+from media.synthetic import make_persona, render_talking_clip, speech_like_audio
+from pipelines.compose import run_compose, window_starts
+from pipelines.corpus import CLIP_SCHEMA
+from pipelines.shards import iter_tar_samples
+from pipelines.storage import write_parquet
+from tests.conftest import gradient_frames, tone
+
+
+def _clip_row(clip_id, path, identity, split="test", label=0, centred=True, audio_path=""):
+    info = io.probe(path)
+    return {"clip_id": clip_id, "identity": identity, "path": str(path), "label": label, "split": split,
+            "source": "test", "generator": "", "centred": centred, "fps": info.fps, "nominal_fps": info.nominal_fps,
+            "frames": info.frames, "duration": info.duration, "width": info.width, "height": info.height,
+            "rotation": info.rotation, "codec": info.codec, "variable_frame_rate": info.variable_frame_rate,
+            "audio_path": audio_path, "audio_source": "track", "audio_rate": info.audio_rate,
+            "audio_channels": info.audio_channels, "audio_duration": info.audio_duration}
+
+
+def _talking(path, seed, seconds=2.0, size=96, fps=25):
+    persona = make_persona(f"p{seed}", seed)
+    audio = speech_like_audio(persona, seconds, 16000, seed)
+    io.write_video(path, render_talking_clip(persona, audio, 16000, fps, size, seed), fps, audio, 16000)
+    return path
+
+
+def _params(tmp_path, rows, **compose):
+    write_parquet(str(tmp_path / "clips.parquet"), rows, CLIP_SCHEMA)
+    settings = {"clips": str(tmp_path / "clips.parquet"), "audio": "", "fakes": "", "n_windows": 4,
+                "window_len": 5, "frame_size": 64, "samples_per_shard": 3, "max_failure_fraction": 1.0}
+    settings.update(compose)
+    return {"seed": 1, "compose": settings}
+
+
+@pytest.fixture(scope="module")
+def talking_clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("talking")
+    return [_talking(root / f"c{i}.mp4", seed=i + 1) for i in range(4)]
+
+
+def test_window_starts_cover_long_videos_without_wrapping():
+    starts = window_starts(1000, 10, 5)
+    assert starts[0] == 0 and starts[-1] == 994 and len(starts) == 10
+    assert starts == sorted(starts)  # the reference's uint8 cast would wrap past 255
+    assert window_starts(7, 10, 5) == [0, 1]
+    assert window_starts(5, 10, 5) == [0]
+    assert window_starts(4, 10, 5) == []
+
+
+def _reference_composite(video: Path, audio: Path, start: int) -> np.ndarray:
+    """The reference preprocessing of UPSTREAM.md 1.1, written plainly."""
+    import librosa
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frames = list(io.iter_frames(video))
+    signal_, _ = librosa.load(str(audio), sr=22050)
+    mel = librosa.feature.melspectrogram(y=signal_, sr=22050)
+    mel_db = librosa.power_to_db(mel, ref=np.min)
+    png = video.with_suffix(".mel.png")
+    plt.imsave(str(png), mel_db)
+    mel_rgb = cv2.cvtColor(cv2.imread(str(png), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    ratio = mel_rgb.shape[1] / len(frames)
+    strip = mel_rgb[:, int(round(start * ratio)):int(round((start + 5) * ratio))]
+    strip = cv2.resize(strip, (2500, 500))
+    row = np.concatenate([cv2.resize(frames[start + i], (500, 500)) for i in range(5)], axis=1)
+    return np.concatenate([strip, row], axis=0)
+
+
+def test_render_matches_reference_algorithm(tmp_path, talking_clips):
+    from pipelines.render_sample import find_sample, render_to_png
+
+    video = talking_clips[0]
+    wav = tmp_path / "speech.wav"
+    io.write_wav(wav, io.read_audio(video, 16000), 16000)
+    params = _params(tmp_path, [_clip_row("c0", video, "a", audio_path=str(wav))], frame_size=500, n_windows=3)
+    run_compose(str(tmp_path / "shards"), params)
+    samples = pd.read_parquet(tmp_path / "shards" / "samples.parquet")
+    assert len(samples) == 3
+    for row in samples.itertuples():
+        out = tmp_path / f"{row.key}.png"
+        render_to_png(str(tmp_path / "shards" / "test-{000000..000000}.tar"), row.key, str(out))
+        ours = cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB)
+        reference = _reference_composite(video, wav, int(row.frame_indices[0]))
+        assert ours.shape == reference.shape == (1000, 2500, 3)
+        mad = np.abs(ours.astype(float) - reference.astype(float)).mean(axis=(0, 1))
+        assert (mad <= 2.0).all(), (row.key, mad)
+        # The two halves agree on their own, not only on average.
+        assert np.abs(ours[:500].astype(float) - reference[:500]).mean() <= 2.0
+    sample = find_sample(str(tmp_path / "shards" / "test-000000.tar"), samples.key[0])
+    assert sample.frames.shape == (5, 500, 500, 3) and sample.mel_db.dtype == np.float32
+
+
+def test_samples_hold_the_contracted_fields(tmp_path, talking_clips):
+    params = _params(tmp_path, [_clip_row("c0", talking_clips[0], "a", label=1)])
+    run_compose(str(tmp_path / "s"), params)
+    tars = sorted((tmp_path / "s").glob("*.tar"))
+    found = [WindowSample.decode(k, m) for t in tars for k, m in iter_tar_samples(t.read_bytes())]
+    assert sorted(s.key for s in found) == [f"c0_w{i:02d}" for i in range(4)]
+    for sample in found:
+        assert sample.label == 1 and sample.frames.shape == (5, 64, 64, 3)
+        assert sample.mel_db.shape[0] == 128 and 3 <= sample.mel_db.shape[1] <= 12
+        meta = sample.meta
+        assert meta["clip"] == "c0" and meta["identity"] == "a" and len(meta["frame_indices"]) == 5
+        assert meta["perturbation"] == {"type": "none", "level": 0}
+        assert meta["end_time"] > meta["start_time"] and meta["fps"] == pytest.approx(25.0)
+
+
+def _shard_bytes(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())
+            if p.suffix in (".tar", ".parquet") or p.name == "compose_stats.json"}
+
+
+def test_same_bytes_for_one_or_two_workers(tmp_path, talking_clips):
+    rows = [_clip_row(f"c{i}", p, f"id{i % 2}") for i, p in enumerate(talking_clips)]
+    params = _params(tmp_path, rows)
+    run_compose(str(tmp_path / "one"), params)
+    run_compose(str(tmp_path / "two"), params, workers=2)
+    one, two = _shard_bytes(tmp_path / "one"), _shard_bytes(tmp_path / "two")
+    assert len([n for n in one if n.endswith(".tar")]) == 6  # 16 windows / 3 per shard
+    assert one == two
+    assert not [p for p in (tmp_path / "one").iterdir() if ".tmp-" in p.name]
+
+
+def test_resume_after_losing_shards_gives_the_same_bytes(tmp_path, talking_clips):
+    rows = [_clip_row(f"c{i}", p, f"id{i}") for i, p in enumerate(talking_clips)]
+    params = _params(tmp_path, rows)
+    run_compose(str(tmp_path / "full"), params)
+    reference = _shard_bytes(tmp_path / "full")
+    # An interrupted run: one shard never finished (no stats), another left a half-written temp file.
+    lost = tmp_path / "full" / "test-000002_stats.json"
+    lost.unlink()
+    (tmp_path / "full" / "test-000002.tar").write_bytes(b"garbage from a killed writer")
+    (tmp_path / "full" / "test-000003.tar.tmp-deadbeef").write_bytes(b"partial")
+    finished = (tmp_path / "full" / "test-000001_stats.json").stat().st_mtime_ns
+    run_compose(str(tmp_path / "full"), params)
+    assert _shard_bytes(tmp_path / "full") == reference
+    assert (tmp_path / "full" / "test-000001_stats.json").stat().st_mtime_ns == finished  # skipped
+
+
+def test_killed_run_finishes_with_the_same_bytes(tmp_path, talking_clips):
+    rows = [_clip_row(f"c{i}", p, f"id{i}") for i, p in enumerate(talking_clips)]
+    params = _params(tmp_path, rows)
+    import yaml
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    run_compose(str(tmp_path / "whole"), params)
+    command = [sys.executable, "-m", "avlips", "--params", str(tmp_path / "params.yaml"), "compose",
+               "--out", str(tmp_path / "killed")]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    time.sleep(4.0)  # somewhere inside the pipeline
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    assert _shard_bytes(tmp_path / "killed") == _shard_bytes(tmp_path / "whole")
+
+
+def test_bad_and_awkward_inputs(tmp_path, talking_clips):
+    root = tmp_path / "in"
+    root.mkdir()
+    good = talking_clips[1]
+    frames = np.stack(list(io.iter_frames(good)))
+    audio = io.read_audio(good, 16000)
+    cases = {}
+    io.write_video(root / "no_audio.mp4", frames, 25)
+    cases["no_audio"] = ("fail", "NoAudio")
+    io.write_video(root / "short.mp4", frames[:4], 25, audio[:2000], 16000)
+    cases["short"] = ("fail", "TooShort")
+    io.write_video(root / "silent.mp4", frames, 25, np.zeros_like(audio), 16000)
+    cases["silent"] = ("fail", "MediaError")
+    io.write_video(root / "audio_short.mp4", frames, 25, audio[: len(audio) // 2], 16000)
+    cases["audio_short"] = ("partial", "TooShort")  # windows past the audio's end fail, the rest compose
+    io.write_video(root / "audio_long.mp4", frames, 25, np.concatenate([audio, audio]), 16000)
+    cases["audio_long"] = ("ok", None)
+    subprocess.run([io.ffmpeg_exe(), "-loglevel", "error", "-display_rotation", "90", "-i", str(good), "-c", "copy",
+                    str(root / "rotated.mp4")], check=True)
+    cases["rotated"] = ("ok", None)
+    io.write_video(root / "hevc.mp4", frames, 25, audio, 16000, codec="libx265")
+    cases["hevc"] = ("ok", None)
+    big = np.stack([cv2.resize(f, (1920, 1080)) for f in frames[:30]])
+    io.write_video(root / "big.mp4", big, 25, audio[: int(30 / 25 * 16000)], 16000, preset="ultrafast")
+    cases["big"] = ("ok", None)
+    whole = good.read_bytes()
+    (root / "truncated.mp4").write_bytes(whole[: len(whole) // 2])
+    cases["truncated"] = ("fail", "TruncatedMedia")
+    rows = []
+    for name in cases:
+        path = root / f"{name}.mp4"
+        try:
+            rows.append(_clip_row(name, path, name))
+        except Exception:  # truncated: the corpus stage would have caught it; compose must too
+            rows.append({**_clip_row("x", good, name), "clip_id": name, "path": str(path)})
+    params = _params(tmp_path, rows, samples_per_shard=50)
+    totals = run_compose(str(tmp_path / "s"), params)
+    samples = pd.read_parquet(tmp_path / "s" / "samples.parquet")
+    failures = pd.read_parquet(tmp_path / "s" / "failures.parquet")
+    assert totals["inputs"] == totals["videos_composed"] + totals["video_failures"] == len(cases)
+    composed = set(samples["clip"])
+    for name, (outcome, error) in cases.items():
+        mine = failures[failures["input"].str.contains(f"/{name}.mp4")]
+        if outcome == "ok":
+            assert name in composed and mine.empty, (name, mine.to_dict("records"))
+        elif outcome == "partial":
+            assert name in composed and not mine.empty and set(mine["error"]) == {error}
+        else:
+            assert name not in composed and len(mine) == 1, name
+            if error:
+                assert mine["error"].iloc[0] == error, mine.to_dict("records")
+    rotated = [WindowSample.decode(k, m) for t in sorted((tmp_path / "s").glob("*.tar"))
+               for k, m in iter_tar_samples(t.read_bytes()) if k.startswith("rotated")]
+    assert rotated and rotated[0].meta["frame_indices"] == [0, 1, 2, 3, 4]
+
+
+def test_variable_frame_rate_windows_use_real_times(tmp_path):
+    from tests.media.test_io import _write_vfr
+
+    durations = [1, 2] * 30
+    video = tmp_path / "vfr.mp4"
+    _write_vfr(video, durations)
+    seconds = sum(durations) / 30
+    wav = tmp_path / "vfr.wav"
+    io.write_wav(wav, tone(seconds, 16000) * np.linspace(0.2, 1, int(seconds * 16000), dtype=np.float32), 16000)
+    row = {**_clip_row("vfr", video, "v"), "audio_path": str(wav)}
+    run_compose(str(tmp_path / "s"), _params(tmp_path, [row]))
+    samples = pd.read_parquet(tmp_path / "s" / "samples.parquet").sort_values("window")
+    times = io.frame_times(video)
+    for sample in samples.itertuples():
+        assert sample.start_time == pytest.approx(times[sample.frame_indices[0]])
