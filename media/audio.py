@@ -44,20 +44,22 @@ def mel_power(audio: np.ndarray, config: MelConfig, block_columns: int = 2048) -
     pad = config.n_fft // 2
     padded = np.pad(audio, pad)  # librosa's centring pads with zeros ("constant") in 0.11
     columns = mel_columns(len(audio), config)
-    basis = librosa.filters.mel(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels)
+    basis = librosa.filters.mel(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels).astype(np.float64)
+    # float64 products: BLAS sums in an order that depends on its thread count, and in float32
+    # that shows in the last bit; in float64 it vanishes when rounding back, so bytes stay stable.
     out = np.empty((config.n_mels, columns), dtype=np.float32)
     for first in range(0, columns, block_columns):
         last = min(columns, first + block_columns)
         segment = padded[first * config.hop_length:(last - 1) * config.hop_length + config.n_fft]
         spectrum = librosa.stft(segment, n_fft=config.n_fft, hop_length=config.hop_length, center=False)
-        out[:, first:last] = basis @ (np.abs(spectrum) ** 2)
+        out[:, first:last] = basis @ (np.abs(spectrum).astype(np.float64) ** 2)
     return out
 
 
 def power_to_db_ref_min(power: np.ndarray, top_db: float | None = 80.0) -> np.ndarray:
     """power_to_db(S, ref=np.min) as librosa computes it: dB above the clip's quietest cell."""
     reference = max(_AMIN, float(np.min(power)))
-    db = 10.0 * np.log10(np.maximum(_AMIN, power)) - 10.0 * np.log10(reference)
+    db = 10.0 * np.log10(np.maximum(_AMIN, power.astype(np.float64))) - 10.0 * np.log10(reference)
     if top_db is not None:
         db = np.maximum(db, db.max() - top_db)
     return db.astype(np.float32)

@@ -6,6 +6,9 @@ from typing import Sequence
 from apache_beam.options.pipeline_options import PipelineOptions
 
 
+_RUNNER_ALIASES = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
+
+
 def pipeline_options(runner: str = "DirectRunner", workers: int = 1,
                      extra: Sequence[str] = ()) -> PipelineOptions:
     """Options for `runner`; `workers` > 1 makes the DirectRunner use that many processes.
@@ -13,6 +16,8 @@ def pipeline_options(runner: str = "DirectRunner", workers: int = 1,
     Anything in `extra` (e.g. --dask_client_address=..., --flink_master=..., --project=...)
     is passed to Beam untouched, so other runners need no code here.
     """
+    # Beam knows the Dask runner only by its full name.
+    runner = _RUNNER_ALIASES.get(runner, runner)
     args = [f"--runner={runner}"]
     if runner == "DirectRunner":
         if workers > 1:

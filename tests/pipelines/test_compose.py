@@ -247,3 +247,15 @@ def test_variable_frame_rate_windows_use_real_times(tmp_path):
     times = io.frame_times(video)
     for sample in samples.itertuples():
         assert sample.start_time == pytest.approx(times[sample.frame_indices[0]])
+
+
+def test_dask_cluster_gives_the_same_bytes(tmp_path, talking_clips):
+    distributed = pytest.importorskip("distributed")
+    rows = [_clip_row(f"c{i}", p, f"id{i % 2}") for i, p in enumerate(talking_clips[:2])]
+    params = _params(tmp_path, rows)
+    run_compose(str(tmp_path / "local"), params)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  host="127.0.0.1") as cluster:
+        run_compose(str(tmp_path / "dask"), params, runner="DaskRunner",
+                    beam_args=(f"--dask_client_address={cluster.scheduler_address}",))
+    assert _shard_bytes(tmp_path / "dask") == _shard_bytes(tmp_path / "local")
