@@ -30,10 +30,6 @@ from media.errors import (
     UnreadableFile,
 )
 
-# Seeking costs a keyframe lookup and a decoder flush; reading on is cheaper when the next
-# wanted frame is this close.
-_SEEK_GAP_FRAMES = 30
-
 
 @dataclass(frozen=True)
 class VideoInfo:
@@ -257,6 +253,66 @@ def _to_rgb(frame: av.VideoFrame, rotation: int, size: tuple[int, int] | None) -
     return array
 
 
+class FrameReader:
+    """An open video that serves frame indices in any order, decoding as little as it can.
+
+    Seeks only when the keyframe before the wanted frame lies past the current position (then
+    seeking skips decoding); otherwise it decodes forward. Keeps the container open between
+    calls, so reading a clip's windows one after another costs one open and one pass at most.
+    """
+
+    def __init__(self, path: str | os.PathLike, size: tuple[int, int] | None = None) -> None:
+        self.path = str(path)
+        self.index = _frame_index(self.path)
+        self.size = size
+        self._pts_to_pos = {int(p): n for n, p in enumerate(self.index.pts)}
+        self._container = _open(self.path)
+        self._stream = _video_stream(self._container, self.path)
+        self._stream.thread_type = "AUTO"
+        self._decoder: Iterator[av.VideoFrame] | None = None
+        self._position = -1  # index of the last frame decoded
+
+    def __enter__(self) -> "FrameReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the container."""
+        self._container.close()
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        """Frames at the given indices (presentation order), as (N, H, W, 3) RGB uint8."""
+        wanted = [int(i) for i in indices]
+        if not wanted:
+            return np.zeros((0, 0, 0, 3), dtype=np.uint8)
+        bad = [i for i in wanted if i < 0 or i >= len(self.index.pts)]
+        if bad:
+            raise MediaError(self.path, f"frame indices {bad[:5]} outside 0..{len(self.index.pts) - 1}")
+        targets = set(wanted)
+        found: dict[int, np.ndarray] = {}
+        for target in sorted(targets):
+            if target in found:
+                continue
+            key = _keyframe_at_or_before(self.index, target)
+            if self._decoder is None or target <= self._position or key > self._position + 1:
+                self._container.seek(int(self.index.pts[key]), stream=self._stream, backward=True, any_frame=False)
+                self._decoder = _decode(self._container, self._stream, self.path)
+                self._position = -1
+            for frame in self._decoder:
+                if frame.pts is None:
+                    continue
+                self._position = self._pts_to_pos.get(int(frame.pts), self._position + 1)
+                if self._position in targets and self._position not in found:
+                    found[self._position] = _to_rgb(frame, self.index.rotation, self.size)
+                if self._position >= target:
+                    break
+            if target not in found:
+                raise TruncatedMedia(self.path, f"frame {target} is indexed but could not be decoded")
+        return np.stack([found[i] for i in wanted])
+
+
 def read_frames(
     path: str | os.PathLike,
     indices: Sequence[int],
@@ -264,51 +320,11 @@ def read_frames(
 ) -> np.ndarray:
     """Frames at the given indices (presentation order), as (N, H, W, 3) RGB uint8.
 
-    Seeks to the keyframe before each wanted frame that is far from the last one decoded,
-    so reading a few windows never decodes a whole long video. `size` is (width, height).
+    Seeks to the keyframe before a wanted frame only when that skips decoding, so reading a few
+    windows never decodes a whole long video. `size` is (width, height).
     """
-    path = str(path)
-    index = _frame_index(path)
-    wanted = [int(i) for i in indices]
-    if not wanted:
-        return np.zeros((0, 0, 0, 3), dtype=np.uint8)
-    bad = [i for i in wanted if i < 0 or i >= len(index.pts)]
-    if bad:
-        raise MediaError(path, f"frame indices {bad[:5]} outside 0..{len(index.pts) - 1}")
-    pts_to_pos = {int(p): n for n, p in enumerate(index.pts)}
-    order = sorted(set(wanted))
-    found: dict[int, np.ndarray] = {}
-    container = _open(path)
-    try:
-        stream = _video_stream(container, path)
-        stream.thread_type = "AUTO"
-        rotation = index.rotation
-        position = -1  # index of the last frame decoded, -1 before any
-        decoder = None
-        for target in order:
-            if target in found:
-                continue
-            if decoder is None or target < position or target - position > _SEEK_GAP_FRAMES:
-                key = _keyframe_at_or_before(index, target)
-                container.seek(int(index.pts[key]), stream=stream, backward=True, any_frame=False)
-                decoder = _decode(container, stream, path)
-                position = -1
-            for frame in decoder:
-                if frame.pts is None:
-                    continue
-                position = pts_to_pos.get(int(frame.pts), position + 1)
-                if position in found or position not in order:
-                    if position >= target:
-                        break
-                    continue
-                found[position] = _to_rgb(frame, rotation, size)
-                if position >= target:
-                    break
-            if target not in found:
-                raise TruncatedMedia(path, f"frame {target} is indexed but could not be decoded")
-    finally:
-        container.close()
-    return np.stack([found[i] for i in wanted])
+    with FrameReader(path, size) as reader:
+        return reader.read(indices)
 
 
 def _keyframe_at_or_before(index: _FrameIndex, target: int) -> int:

@@ -101,9 +101,9 @@ def compose_video(video: dict, config: ComposeConfig, shards_by_split: dict[str,
 
 
 def _compose_windows(video: dict, config: ComposeConfig, keys: list[str], shards: int):
-    from media.audio import MelConfig, clip_mel_db, is_silent, time_columns, window_columns
-    from media.errors import MediaError, NoFace, TooShort
-    from media.io import frame_times, probe, read_audio, read_frames
+    from media.audio import MelConfig, clip_mel_db, is_silent
+    from media.errors import MediaError, TooShort
+    from media.io import FrameReader, frame_times, probe, read_audio
 
     path, split = video["path"], video["split"]
     info = probe(path)
@@ -116,13 +116,26 @@ def _compose_windows(video: dict, config: ComposeConfig, keys: list[str], shards
     if is_silent(audio, config.silence_dbfs):
         raise MediaError(audio_path, f"silent audio (RMS below {config.silence_dbfs} dBFS)")
     mel = clip_mel_db(audio, mel_config)
-    db_min, db_max = float(mel.min()), float(mel.max())
     times = frame_times(path)
     step = info.duration / info.frames
     audio_seconds = len(audio) / mel_config.sample_rate
     # When audio and video lengths agree, map columns by the frames ratio as the reference does;
     # when they do not, that ratio would stretch the audio, so map by time instead.
     by_ratio = abs(audio_seconds - info.duration) <= max(config.duration_tolerance_s, step)
+    with FrameReader(path) as reader:
+        yield from _windows(video, config, keys, shards, info, starts, reader, mel, mel_config, times, step,
+                            audio_path, audio_seconds, by_ratio)
+
+
+def _windows(video, config, keys, shards, info, starts, reader, mel, mel_config, times, step, audio_path,
+             audio_seconds, by_ratio):
+    """The samples (or window failures) of one video, one window at a time."""
+    from media.audio import time_columns, window_columns
+    from media.errors import MediaError, NoFace, TooShort
+    from media.sample import WindowSample
+
+    path, split = video["path"], video["split"]
+    db_min, db_max = float(mel.min()), float(mel.max())
     for window, start in enumerate(starts):
         key = keys[window]
         shard = shard_name(split, shard_of(key, shards))
@@ -138,9 +151,8 @@ def _compose_windows(video: dict, config: ComposeConfig, keys: list[str], shards
                                                f"{window} ({start_time:.2f}-{end_time:.2f}s)")
                 first, last = time_columns(start_time, end_time, mel_config)
             last = max(last, first + 1)
-            frames = read_frames(path, indices)
+            frames = reader.read(indices)
             crops, boxes = _crop_frames(frames, video, config, path)
-            from media.sample import WindowSample
 
             meta = {
                 "key": key, "clip": video["video_id"], "identity": video["identity"], "split": split,
