@@ -1,0 +1,1 @@
+"""perturbations: the graded DeeperForensics-1.0 perturbations."""
