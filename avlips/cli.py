@@ -35,6 +35,18 @@ def cmd_corpus(args: argparse.Namespace, params: dict, passthrough: list[str]) -
     return 0
 
 
+def cmd_denoise(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
+    """Denoise every clip's audio into 16 kHz mono wavs; write audio.parquet and failures.parquet."""
+    from pipelines.denoise import run_denoise
+
+    clips = args.clips or os.path.join(param(params, "corpus.out", "data/corpus"), "clips.parquet")
+    out = args.out or param(params, "denoise.out", "data/audio")
+    stats = run_denoise(clips, out, params, **_beam_settings(args, params, passthrough))
+    print(f"denoise: inputs={stats['inputs']} outputs={stats['outputs']} failures={stats['failures']} "
+          f"reused={stats['reused']} -> {out}")
+    return 0
+
+
 def cmd_compose(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
     """Compose LipFD windows from clips and fakes into WebDataset shards."""
     from pipelines.compose import run_compose
@@ -70,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.add_argument("--out", help="output directory (default corpus.out)")
     _beam_flags(corpus)
     corpus.set_defaults(handler=cmd_corpus)
+
+    denoise = sub.add_parser("denoise", help="denoise every clip's audio (16 kHz mono wavs + audio.parquet)",
+                             description="Unknown --options are passed to Beam (e.g. --dask_client_address).")
+    denoise.add_argument("--clips", help="clips manifest (default <corpus.out>/clips.parquet)")
+    denoise.add_argument("--out", help="output directory (default denoise.out)")
+    _beam_flags(denoise)
+    denoise.set_defaults(handler=cmd_denoise)
 
     compose = sub.add_parser("compose", help="compose LipFD windows into WebDataset shards")
     compose.add_argument("--out", help="shard directory (default compose.out)")
@@ -112,10 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"avlips: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
+        from pipelines.denoise import DenoiseInputError
         from pipelines.failures import StageFailed
         from pipelines.sources import SourceError
 
-        if isinstance(exc, (StageFailed, SourceError)):
+        if isinstance(exc, (StageFailed, SourceError, DenoiseInputError)):
             print(f"avlips {args.command}: {exc}", file=sys.stderr)
             return 1
         raise

@@ -1,0 +1,246 @@
+"""The denoise stage: every clip's audio at 16 kHz mono, denoised, as `<out>/<clip_id>.wav` + audio.parquet.
+
+Real and fake clips alike go through the same settings (`media.denoise`), so a detector cannot
+learn "denoised means fake". The audio comes from the clip's sidecar (`audio_path`) when
+clips.parquet names one, else from the video's own track (`path`).
+
+A Beam pipeline: clips are denoised in parallel, each to `<clip_id>.wav` and then a
+`<clip_id>.json` sidecar holding its audio.parquet row (with the settings hash and the source
+it was made from); one final step writes audio.parquet, failures.parquet and denoise_stats.json,
+sorted, so the bytes do not depend on the runner or worker count.
+
+Rerun: a clip is skipped (its sidecar row reused, its wav untouched) when its wav and sidecar
+both exist and the sidecar's settings hash, source path and source size match this run. The
+sidecar is written after the wav, so an interrupted clip has no sidecar and is redone. Failures
+are not remembered: a failed clip is tried again on every run.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
+
+from pipelines import storage
+from pipelines.beam_options import pipeline_options
+from pipelines.failures import SCHEMA as FAILURE_SCHEMA
+from pipelines.failures import Failure, check_threshold, failure_rows
+
+STAGE = "denoise"
+log = logging.getLogger("avlips.denoise")
+
+# Keys of params.yaml's `denoise` section that belong to the stage, not to the denoiser.
+STAGE_KEYS = ("out", "min_duration_s", "min_rms", "max_failure_fraction")
+STAGE_DEFAULTS = {"min_duration_s": 0.2, "min_rms": 1e-4, "max_failure_fraction": 0.5}
+_PROGRESS_EVERY = 25  # clips between progress lines of one worker
+
+AUDIO_SCHEMA = pa.schema([
+    ("clip_id", pa.string()), ("path", pa.string()), ("source_path", pa.string()),
+    ("audio_source", pa.string()), ("sample_rate", pa.int32()), ("samples", pa.int64()),
+    ("duration", pa.float64()), ("rms", pa.float64()), ("peak", pa.float64()),
+    ("snr_before_db", pa.float64()), ("snr_after_db", pa.float64()),
+    ("params_hash", pa.string()), ("params", pa.string()),
+])
+
+_progress = {"done": 0, "failed": 0, "started": 0.0}
+
+
+class DenoiseInputError(ValueError):
+    """The stage cannot run at all: bad denoise settings, or clips.parquet missing or lacking columns."""
+
+
+def stage_settings(params: dict) -> tuple[dict, dict]:
+    """(denoiser settings, stage settings) from params.yaml's `denoise` section, checked."""
+    from media.denoise import denoise_settings
+
+    section = dict(params.get("denoise") or {})
+    stage = {**STAGE_DEFAULTS, **{k: section[k] for k in STAGE_KEYS if k in section}}
+    try:
+        for key in ("min_duration_s", "min_rms", "max_failure_fraction"):
+            stage[key] = float(stage[key])
+        return denoise_settings(section, ignore=STAGE_KEYS), stage
+    except (TypeError, ValueError) as exc:
+        raise DenoiseInputError(f"params.yaml denoise: {exc}") from exc
+
+
+def _source_of(clip: dict) -> tuple[str, str]:
+    """The file the clip's audio is read from, and which kind it is (sidecar or the video's track)."""
+    if clip.get("audio_path"):
+        return str(clip["audio_path"]), "sidecar"
+    return str(clip["path"]), "track"
+
+
+def _size(path: str) -> int:
+    """Size in bytes of a file on any Beam filesystem, -1 when it cannot be read."""
+    try:
+        # The filesystem's own metadata call, not match(): a name may hold glob characters.
+        return int(FileSystems.get_filesystem(path).metadata(path).size_in_bytes)
+    except Exception:  # a missing or unreadable source: the clip is redone and fails there
+        return -1
+
+
+def _finished_row(out_dir: str, clip_id: str, source: str, params_hash: str) -> dict | None:
+    """The row of an earlier run's output for this clip, when it is complete and made the same way."""
+    wav, sidecar = storage.join(out_dir, f"{clip_id}.wav"), storage.join(out_dir, f"{clip_id}.json")
+    if not (storage.exists(sidecar) and storage.exists(wav)):
+        return None
+    try:
+        record = storage.read_json(sidecar)
+    except (OSError, ValueError):
+        return None  # a sidecar from a crashed writer: redo the clip
+    row = record.get("row") or {}
+    if (row.get("params_hash") != params_hash or row.get("source_path") != source
+            or record.get("source_size") != _size(source) or row.get("path") != wav):
+        return None
+    return row
+
+
+def denoise_clip(clip: dict, out_dir: str, settings: dict, stage: dict) -> dict:
+    """Denoise one clip's audio into `<out_dir>/<clip_id>.wav`: {'audio': row} or {'failure': row}."""
+    from media.denoise import (check_speech_audio, denoise, rms, settings_hash, settings_json,
+                               snr_estimate_db, wav_bytes)
+    from media.errors import MediaError
+    from media.io import read_audio
+
+    if not _progress["started"]:
+        _progress["started"] = time.time()
+    source, kind = _source_of(clip)
+    clip_id = str(clip["clip_id"])
+    params_hash = settings_hash(settings)
+    try:
+        reused = _finished_row(out_dir, clip_id, source, params_hash)
+        if reused is not None:
+            Metrics.counter(STAGE, "reused").inc()
+            return _count({"audio": reused})
+        rate = settings["sample_rate"]
+        audio = read_audio(source, rate, mono=True)
+        check_speech_audio(audio, rate, source, stage["min_duration_s"], stage["min_rms"])
+        clean = denoise(audio, rate, settings)
+        wav = storage.join(out_dir, f"{clip_id}.wav")
+        storage.write_bytes(wav, wav_bytes(clean, rate))
+        frame_ms = settings["noise_frame_ms"]
+        row = {
+            "clip_id": clip_id, "path": wav, "source_path": source, "audio_source": kind,
+            "sample_rate": rate, "samples": int(len(clean)), "duration": len(clean) / rate,
+            "rms": rms(clean), "peak": float(abs(clean).max()),
+            "snr_before_db": snr_estimate_db(audio, rate, frame_ms),
+            "snr_after_db": snr_estimate_db(clean, rate, frame_ms),
+            "params_hash": params_hash, "params": settings_json(settings),
+        }
+        # Written after the wav: its presence says the wav is complete.
+        storage.write_json(storage.join(out_dir, f"{clip_id}.json"), {"row": row, "source_size": _size(source)})
+        Metrics.counter(STAGE, "denoised").inc()
+        result = {"audio": row}
+    except MediaError as exc:
+        result = {"failure": Failure.from_exception(source, STAGE, exc).to_row()}
+    except Exception as exc:  # an unforeseen decoder or filter error must not stop the stage
+        result = {"failure": Failure(source, STAGE, type(exc).__name__, f"{source}: {exc}").to_row()}
+    if "failure" in result:
+        Metrics.counter(STAGE, "failed").inc()
+    return _count(result)
+
+
+def _count(result: dict) -> dict:
+    """Count a finished clip for this worker's progress line; return the result unchanged."""
+    _progress["done"] += 1
+    _progress["failed"] += "failure" in result
+    if _progress["done"] % _PROGRESS_EVERY == 0:
+        elapsed = max(time.time() - _progress["started"], 1e-6)
+        log.info("denoise: %d clips done in this worker (%.1f/s), %d failed", _progress["done"],
+                 _progress["done"] / elapsed, _progress["failed"])
+    return result
+
+
+def write_manifests(results: list[dict], out_dir: str, params_hash: str, extra_failures: list[dict]) -> dict:
+    """Write audio.parquet, failures.parquet and denoise_stats.json, sorted; return the stats."""
+    rows = sorted((r["audio"] for r in results if "audio" in r), key=lambda row: row["clip_id"])
+    failures = [Failure(**r["failure"]) for r in results if "failure" in r]
+    failures += [Failure(**row) for row in extra_failures]
+    storage.write_parquet(storage.join(out_dir, "audio.parquet"), rows, AUDIO_SCHEMA)
+    storage.write_parquet(storage.join(out_dir, "failures.parquet"), failure_rows(failures), FAILURE_SCHEMA)
+    by_error: dict[str, int] = {}
+    for failure in failures:
+        by_error[failure.error] = by_error.get(failure.error, 0) + 1
+    by_source: dict[str, int] = {}
+    for row in rows:
+        by_source[row["audio_source"]] = by_source.get(row["audio_source"], 0) + 1
+
+    def mean(key: str) -> float | None:
+        return round(sum(row[key] for row in rows) / len(rows), 4) if rows else None
+
+    # Only facts of the outputs: the stats bytes are the same for a fresh run and a rerun.
+    stats = {"stage": STAGE, "inputs": len(results) + len(extra_failures), "outputs": len(rows),
+             "failures": len(failures), "failures_by_error": dict(sorted(by_error.items())),
+             "outputs_by_audio_source": dict(sorted(by_source.items())), "params_hash": params_hash,
+             "seconds_of_audio": round(sum(row["duration"] for row in rows), 3),
+             "mean_snr_before_db": mean("snr_before_db"), "mean_snr_after_db": mean("snr_after_db")}
+    storage.write_json(storage.join(out_dir, "denoise_stats.json"), stats)
+    return stats
+
+
+def _read_clips(clips_parquet: str) -> list[dict]:
+    """The clip rows the stage needs, checked for the columns it reads."""
+    if not storage.exists(clips_parquet):
+        raise DenoiseInputError(f"{clips_parquet}: no such clips manifest (run the corpus stage first)")
+    table = storage.read_parquet(clips_parquet)
+    missing = [c for c in ("clip_id", "path") if c not in table.column_names]
+    if missing:
+        raise DenoiseInputError(f"{clips_parquet}: missing column(s) {', '.join(missing)}")
+    columns = [c for c in ("clip_id", "path", "audio_path") if c in table.column_names]
+    return table.select(columns).to_pylist()
+
+
+def _counter(result: Any, name: str) -> int:
+    """A Beam counter's committed value after the run (0 when the runner reports none)."""
+    try:
+        found = result.metrics().query(MetricsFilter().with_namespace(STAGE).with_name(name))["counters"]
+        return int(sum(c.committed or 0 for c in found))
+    except Exception:  # some runners do not report metrics
+        return 0
+
+
+def run_denoise(clips_parquet: str, out_dir: str, params: dict, runner: str = "DirectRunner", workers: int = 1,
+                beam_args: tuple[str, ...] = ()) -> dict:
+    """Run the denoise stage and return its stats (plus this run's `reused` and `denoised` counts).
+
+    Raises DenoiseInputError when it cannot run and StageFailed above the failure threshold.
+    `params['seed']` is not used: the denoiser has no randomness.
+    """
+    from media.denoise import settings_hash
+
+    started = time.time()
+    settings, stage = stage_settings(params)
+    params_hash = settings_hash(settings)
+    clips = _read_clips(clips_parquet)
+    # Two rows with one clip id would write the same wav: keep the first, record the others.
+    unique, duplicates, seen = [], [], set()
+    for clip in sorted(clips, key=lambda c: (str(c["clip_id"]), str(c["path"]))):
+        if clip["clip_id"] in seen:
+            duplicates.append(Failure(_source_of(clip)[0], STAGE, "DuplicateKey",
+                                      f"clip id {clip['clip_id']} listed twice").to_row())
+            continue
+        seen.add(clip["clip_id"])
+        unique.append(clip)
+    log.info("denoise: %d clips from %s, settings %s", len(clips), clips_parquet, params_hash)
+    storage.makedirs(out_dir)
+    pipeline = beam.Pipeline(options=pipeline_options(runner, workers, beam_args))
+    with pipeline:
+        _ = (
+            pipeline
+            | "List" >> beam.Create(unique, reshuffle=len(unique) > 1)
+            | "Denoise" >> beam.Map(denoise_clip, out_dir, settings, stage)
+            | "Gather" >> beam.combiners.ToList()
+            | "Write" >> beam.Map(write_manifests, out_dir, params_hash, duplicates)
+        )
+    stats = storage.read_json(storage.join(out_dir, "denoise_stats.json"))
+    reused, denoised = _counter(pipeline.result, "reused"), _counter(pipeline.result, "denoised")
+    log.info("denoise done: inputs=%d outputs=%d (denoised=%d reused=%d) failures=%d (%s) in %.1fs",
+             stats["inputs"], stats["outputs"], denoised, reused, stats["failures"],
+             ", ".join(f"{k}={v}" for k, v in stats["failures_by_error"].items()) or "none", time.time() - started)
+    check_threshold(STAGE, stats["inputs"], stats["failures"], stage["max_failure_fraction"])
+    return {**stats, "reused": reused, "denoised": denoised}
