@@ -10,9 +10,14 @@ from avlips import __version__
 from avlips.params import ParamsError, load_params, param
 
 
-def _beam_flags(parser: argparse.ArgumentParser) -> None:
+def _beam_stage(sub, name: str, help_text: str, handler) -> argparse.ArgumentParser:
+    """A subcommand for a Beam stage: runner and worker flags; unknown --options go to Beam."""
+    parser = sub.add_parser(name, help=help_text,
+                            description="Unknown --options are passed to Beam (e.g. --dask_client_address).")
     parser.add_argument("--runner", help="Beam runner (default from params.yaml beam.runner)")
     parser.add_argument("--workers", type=int, help="DirectRunner processes (default beam.workers)")
+    parser.set_defaults(handler=handler)
+    return parser
 
 
 def _beam_settings(args: argparse.Namespace, params: dict, passthrough: list[str]) -> dict:
@@ -76,24 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    corpus = sub.add_parser("corpus", help="list and probe source videos into clips.parquet",
-                            description="Unknown --options are passed to Beam (e.g. --dask_client_address).")
+    corpus = _beam_stage(sub, "corpus", "list and probe source videos into clips.parquet", cmd_corpus)
     corpus.add_argument("--source", help="demo | folder:<dir> | avlips:<dir> | manifest:<csv|parquet>")
     corpus.add_argument("--out", help="output directory (default corpus.out)")
-    _beam_flags(corpus)
-    corpus.set_defaults(handler=cmd_corpus)
 
-    denoise = sub.add_parser("denoise", help="denoise every clip's audio (16 kHz mono wavs + audio.parquet)",
-                             description="Unknown --options are passed to Beam (e.g. --dask_client_address).")
+    denoise = _beam_stage(sub, "denoise", "denoise every clip's audio (16 kHz mono wavs + audio.parquet)",
+                          cmd_denoise)
     denoise.add_argument("--clips", help="clips manifest (default <corpus.out>/clips.parquet)")
     denoise.add_argument("--out", help="output directory (default denoise.out)")
-    _beam_flags(denoise)
-    denoise.set_defaults(handler=cmd_denoise)
 
-    compose = sub.add_parser("compose", help="compose LipFD windows into WebDataset shards")
+    compose = _beam_stage(sub, "compose", "compose LipFD windows into WebDataset shards", cmd_compose)
     compose.add_argument("--out", help="shard directory (default compose.out)")
-    _beam_flags(compose)
-    compose.set_defaults(handler=cmd_compose)
 
     render = sub.add_parser("render", help="render a stored sample in the reference layout")
     render.add_argument("--shards", required=True, help="shard paths, brace notation allowed")

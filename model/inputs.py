@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from media import render as media_render
 
 from .lipfd import INPUT_MODES
 
@@ -68,15 +69,8 @@ def reference_composite(frames: np.ndarray, mel_rgb: np.ndarray) -> np.ndarray:
         raise ValueError(f"mel_rgb must be (H, W, 3), got {mel_rgb.shape}")
     if frames.dtype != np.uint8 or mel_rgb.dtype != np.uint8:
         raise TypeError(f"frames and mel_rgb must be uint8, got {frames.dtype} and {mel_rgb.dtype}")
-    height, width = COMPOSITE_SHAPE
-    out = np.empty((height, width, 3), dtype=np.uint8)
-    # OpenCV bilinear, as the reference preprocessing; cv2 sizes are (width, height).
-    out[:FRAME_SIZE] = cv2.resize(mel_rgb, (width, FRAME_SIZE), interpolation=cv2.INTER_LINEAR)
-    for i, frame in enumerate(frames):
-        out[FRAME_SIZE:, i * FRAME_SIZE : (i + 1) * FRAME_SIZE] = cv2.resize(
-            np.ascontiguousarray(frame), (FRAME_SIZE, FRAME_SIZE), interpolation=cv2.INTER_LINEAR
-        )
-    return out
+    # One implementation of the layout for the dataset and the model: media.render's.
+    return media_render.reference_composite(frames, mel_rgb)
 
 
 def composite_to_tensor(
