@@ -31,6 +31,11 @@ from media.errors import (
 )
 
 
+# Decoding stops skipping unreferenced frames this many frames before a wanted one, well past
+# any codec's reorder depth, so the wanted frame itself is always decoded.
+_SKIP_MARGIN_FRAMES = 16
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     """What a media file holds, as needed by the stages."""
@@ -282,6 +287,9 @@ class FrameReader:
         """Release the container."""
         self._container.close()
 
+    def _set_skip(self, skip: bool) -> None:
+        self._stream.codec_context.skip_frame = "NONREF" if skip else "DEFAULT"
+
     def read(self, indices: Sequence[int]) -> np.ndarray:
         """Frames at the given indices (presentation order), as (N, H, W, 3) RGB uint8."""
         wanted = [int(i) for i in indices]
@@ -296,18 +304,30 @@ class FrameReader:
             if target in found:
                 continue
             key = _keyframe_at_or_before(self.index, target)
-            if self._decoder is None or target <= self._position or key > self._position + 1:
-                self._container.seek(int(self.index.pts[key]), stream=self._stream, backward=True, any_frame=False)
-                self._decoder = _decode(self._container, self._stream, self.path)
-                self._position = -1
-            for frame in self._decoder:
-                if frame.pts is None:
-                    continue
-                self._position = self._pts_to_pos.get(int(frame.pts), self._position + 1)
-                if self._position in targets and self._position not in found:
-                    found[self._position] = _to_rgb(frame, self.index.rotation, self.size)
-                if self._position >= target:
+            for attempt in (0, 1):
+                if attempt or self._decoder is None or target <= self._position or key > self._position + 1:
+                    self._container.seek(int(self.index.pts[key]), stream=self._stream, backward=True,
+                                         any_frame=False)
+                    self._decoder = _decode(self._container, self._stream, self.path)
+                    self._position = -1
+                # Far from the target, frames nobody references (most B-frames) need not be decoded.
+                skipping = attempt == 0 and target - max(self._position, key) > _SKIP_MARGIN_FRAMES
+                self._set_skip(skipping)
+                for frame in self._decoder:
+                    if frame.pts is None:
+                        continue
+                    self._position = self._pts_to_pos.get(int(frame.pts), self._position + 1)
+                    if skipping and target - self._position <= _SKIP_MARGIN_FRAMES:
+                        skipping = False
+                        self._set_skip(False)
+                    if self._position in targets and self._position not in found:
+                        found[self._position] = _to_rgb(frame, self.index.rotation, self.size)
+                    if self._position >= target:
+                        break
+                self._set_skip(False)
+                if target in found:
                     break
+                # Skipped past it (a reorder deeper than the margin) or cut short: decode again, fully.
             if target not in found:
                 raise TruncatedMedia(self.path, f"frame {target} is indexed but could not be decoded")
         return np.stack([found[i] for i in wanted])

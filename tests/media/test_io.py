@@ -50,6 +50,16 @@ def test_read_frames_is_frame_accurate_with_seeks(make_video):
         assert np.array_equal(got, everything[index]), index
 
 
+def test_reader_skipping_unreferenced_frames_stays_exact(make_video):
+    # A long GOP with B-frames: far from a target the reader skips unreferenced frames.
+    path = make_video(n=160, size=(64, 48), keyint=150, audio=False)
+    everything = np.stack(list(io.iter_frames(path)))
+    with io.FrameReader(path) as reader:
+        for window in ([40, 41, 42, 43, 44], [90, 91, 92], [155, 159], [3, 60]):
+            for got, index in zip(reader.read(window), window):
+                assert np.array_equal(got, everything[index]), index
+
+
 def test_iter_frames_range_and_step(make_video):
     path = make_video(n=50, audio=False, keyint=10)
     everything = np.stack(list(io.iter_frames(path)))
