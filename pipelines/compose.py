@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
+from media.audio import MelConfig
+from media.errors import MediaError
+from media.windows import WindowConfig, WindowFailure, iter_windows
 from pipelines import storage
 from pipelines.beam_options import pipeline_options
 from pipelines.failures import SCHEMA as FAILURE_SCHEMA
@@ -37,38 +40,25 @@ SAMPLE_SCHEMA = pa.schema([
 class ComposeConfig:
     """The knobs of compose, from params.yaml `compose`."""
 
-    n_windows: int = 10
-    window_len: int = 5
-    frame_size: int = 500
+    windows: WindowConfig = WindowConfig()
     frame_format: str = "jpg"
     jpeg_quality: int = 95
-    crop_scale: float = 1.8  # square side = scale x the face box's longer side
-    min_face_fraction: float = 0.6  # of a window's frames; fewer and the window fails
     samples_per_shard: int = 200
-    duration_tolerance_s: float = 0.1  # audio and video lengths this close use the reference's ratio mapping
-    silence_dbfs: float = -60.0
     max_failure_fraction: float = 0.5
-    mel: tuple = ()  # MelConfig fields as (name, value) pairs
+
+    @property
+    def n_windows(self) -> int:
+        """Windows per video."""
+        return self.windows.n_windows
 
     @classmethod
     def from_params(cls, params: dict) -> "ComposeConfig":
         """The config from the `compose` block of params.yaml."""
         block = dict(params.get("compose", {}))
-        mel = tuple(sorted(dict(block.pop("mel", {}) or {}).items()))
-        known = {k: v for k, v in block.items() if k in cls.__dataclass_fields__}
-        return cls(**known, mel=mel)
-
-
-def window_starts(frames: int, n_windows: int, window_len: int) -> list[int]:
-    """Evenly spaced starts from 0 to frames - window_len - 1, as the reference spaces them.
-
-    Plain integers: the reference cast these to uint8 and wrapped past 255; we do not. Short
-    clips give fewer, distinct windows.
-    """
-    last = frames - window_len - 1
-    if last < 0:
-        return [0] if frames >= window_len else []
-    return sorted({int(s) for s in np.linspace(0, last, n_windows, endpoint=True)})
+        mel = MelConfig.from_params(block.pop("mel", None))
+        window_fields = {k: block.pop(k) for k in list(block) if k in WindowConfig.__dataclass_fields__}
+        own = {k: v for k, v in block.items() if k in cls.__dataclass_fields__}
+        return cls(windows=WindowConfig(**window_fields, mel=mel), **own)
 
 
 def planned_keys(video_id: str, n_windows: int) -> list[str]:
@@ -78,8 +68,6 @@ def planned_keys(video_id: str, n_windows: int) -> list[str]:
 
 def compose_video(video: dict, config: ComposeConfig, shards_by_split: dict[str, int]) -> list[dict]:
     """The records of one video: {'shard', 'kind': 'sample'|'failure', ...}; never raises."""
-    from media.errors import MediaError
-
     split = video["split"]
     shards = shards_by_split[split]
     keys = planned_keys(video["video_id"], config.n_windows)
@@ -101,103 +89,26 @@ def compose_video(video: dict, config: ComposeConfig, shards_by_split: dict[str,
 
 
 def _compose_windows(video: dict, config: ComposeConfig, keys: list[str], shards: int):
-    from media.audio import MelConfig, clip_mel_db, is_silent
-    from media.errors import MediaError, TooShort
-    from media.io import FrameReader, frame_times, probe, read_audio
-
-    path, split = video["path"], video["split"]
-    info = probe(path)
-    starts = window_starts(info.frames, config.n_windows, config.window_len)
-    if not starts:
-        raise TooShort(path, f"{info.frames} frames, fewer than one window of {config.window_len}")
-    mel_config = MelConfig(**dict(config.mel))
-    audio_path = video.get("audio_path") or path
-    audio = read_audio(audio_path, mel_config.sample_rate)
-    if is_silent(audio, config.silence_dbfs):
-        raise MediaError(audio_path, f"silent audio (RMS below {config.silence_dbfs} dBFS)")
-    mel = clip_mel_db(audio, mel_config)
-    times = frame_times(path)
-    step = info.duration / info.frames
-    audio_seconds = len(audio) / mel_config.sample_rate
-    # When audio and video lengths agree, map columns by the frames ratio as the reference does;
-    # when they do not, that ratio would stretch the audio, so map by time instead.
-    by_ratio = abs(audio_seconds - info.duration) <= max(config.duration_tolerance_s, step)
-    with FrameReader(path) as reader:
-        yield from _windows(video, config, keys, shards, info, starts, reader, mel, mel_config, times, step,
-                            audio_path, audio_seconds, by_ratio)
-
-
-def _windows(video, config, keys, shards, info, starts, reader, mel, mel_config, times, step, audio_path,
-             audio_seconds, by_ratio):
-    """The samples (or window failures) of one video, one window at a time."""
-    from media.audio import time_columns, window_columns
-    from media.errors import MediaError, NoFace, TooShort
-    from media.sample import WindowSample
-
-    path, split = video["path"], video["split"]
-    db_min, db_max = float(mel.min()), float(mel.max())
-    for window, start in enumerate(starts):
-        key = keys[window]
-        shard = shard_name(split, shard_of(key, shards))
-        indices = list(range(start, start + config.window_len))
-        start_time = float(times[start])
-        end_time = float(times[indices[-1]] + step) if indices[-1] + 1 >= len(times) else float(times[indices[-1] + 1])
-        try:
-            if by_ratio:
-                first, last = window_columns(start, config.window_len, mel.shape[1], info.frames)
-            else:
-                if end_time > audio_seconds:
-                    raise TooShort(audio_path, f"audio ends at {audio_seconds:.2f}s, before window "
-                                               f"{window} ({start_time:.2f}-{end_time:.2f}s)")
-                first, last = time_columns(start_time, end_time, mel_config)
-            last = max(last, first + 1)
-            frames = reader.read(indices)
-            crops, boxes = _crop_frames(frames, video, config, path)
-
-            meta = {
-                "key": key, "clip": video["video_id"], "identity": video["identity"], "split": split,
-                "label": int(video["label"]), "generator": video.get("generator", ""),
-                "target_clip": video.get("target_clip", ""), "window": window, "frame_indices": indices,
-                "start_time": start_time, "end_time": end_time, "fps": info.fps,
-                "source_path": path, "audio_path": audio_path, "mel_columns": [first, last],
-                "mel_alignment": "ratio" if by_ratio else "time", "mel_db_min": db_min, "mel_db_max": db_max,
-                "mel": asdict(mel_config), "crop": "face" if boxes is not None else "full",
-                "face_box": boxes, "perturbation": {"type": "none", "level": 0},
-            }
-            sample = WindowSample(key, crops, mel[:, first:last], int(video["label"]), meta)
-            members = sample.encode(config.frame_format, config.jpeg_quality)
-            yield {"shard": shard, "kind": "sample", "video": video["video_id"], "key": key, "members": members,
-                   "row": {"key": key, "shard": shard, "split": split, "label": int(video["label"]),
-                           "clip": video["video_id"], "identity": video["identity"],
-                           "generator": video.get("generator", ""), "window": window,
-                           "frame_indices": indices, "start_time": start_time, "end_time": end_time,
-                           "bytes": sum(len(b) for b in members.values())}}
-        except (MediaError, NoFace) as exc:
-            failure = Failure(f"{path}#{key}", STAGE, type(exc).__name__, str(exc))
+    """Shard records for each window of one video."""
+    split = video["split"]
+    meta = {"clip": video["video_id"], "identity": video["identity"], "split": split,
+            "generator": video.get("generator", ""), "target_clip": video.get("target_clip", "")}
+    for item in iter_windows(video["path"], video.get("audio_path") or "", keys, config.windows,
+                             bool(video.get("centred")), int(video["label"]), meta):
+        shard = shard_name(split, shard_of(item.key, shards))
+        if isinstance(item, WindowFailure):
+            failure = Failure(f"{video['path']}#{item.key}", STAGE, type(item.error).__name__, str(item.error))
             yield {"shard": shard, "kind": "failure", "scope": "window", "video": video["video_id"],
                    "failure": failure.to_row()}
-
-
-def _crop_frames(frames: np.ndarray, video: dict, config: ComposeConfig, path: str):
-    """Frames resized to the sample size: whole frames for centred sources, else a face-centred square."""
-    import cv2
-
-    size = config.frame_size
-    if video.get("centred"):
-        # The reference resizes whole (already face-centred) frames with OpenCV's bilinear default.
-        return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_LINEAR) for f in frames]), None
-    from media.errors import NoFace
-    from media.faces import crop_square, square_crop_box, track_faces
-
-    track = track_faces(frames)
-    found = np.asarray(track.detected, dtype=bool)
-    if found.mean() < config.min_face_fraction:
-        raise NoFace(path, f"face found in {found.sum()} of {len(frames)} window frames")
-    # One box for the whole window keeps the crops steady across its frames.
-    face = np.median(np.asarray(track.faces)[found], axis=0)
-    box = square_crop_box(face, frames.shape[1:3], config.crop_scale)
-    crops = np.stack([crop_square(frame, box, size) for frame in frames])
-    return crops, [int(v) for v in box]
+            continue
+        members = item.encode(config.frame_format, config.jpeg_quality)
+        meta_out = item.meta
+        yield {"shard": shard, "kind": "sample", "video": video["video_id"], "key": item.key, "members": members,
+               "row": {"key": item.key, "shard": shard, "split": split, "label": int(video["label"]),
+                       "clip": video["video_id"], "identity": video["identity"],
+                       "generator": video.get("generator", ""), "window": meta_out["window"],
+                       "frame_indices": meta_out["frame_indices"], "start_time": meta_out["start_time"],
+                       "end_time": meta_out["end_time"], "bytes": sum(len(b) for b in members.values())}}
 
 
 def write_shard(shard: str, records: list, out_dir: str, seconds_started: float) -> dict:

@@ -16,7 +16,8 @@ import pytest
 from media import io
 from media.sample import WindowSample
 from media.synthetic import make_persona, render_talking_clip, speech_like_audio
-from pipelines.compose import run_compose, window_starts
+from media.windows import window_starts
+from pipelines.compose import run_compose
 from pipelines.corpus import CLIP_SCHEMA
 from pipelines.shards import iter_tar_samples
 from pipelines.storage import write_parquet
