@@ -1,0 +1,72 @@
+"""TalkLip through its own research checkout (`inf_demo.py`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from generators.base import VIDEO
+from generators.wrappers.base import VALUE, ExternalCheckoutGenerator, GeneratorError, Job
+from media.io import ffmpeg_exe
+
+TALKLIP_FPS = 25  # the script and its AV-HuBERT front end work at 25 fps
+
+
+class TalkLip(ExternalCheckoutGenerator):
+    """Runs `inf_demo.py --video_path V --wav_path A --ckpt_path CKPT --avhubert_root DIR --save_path S`.
+
+    Settings: `checkout`, `python`, `checkpoint` (`global_only.pth` or `global_contrastive.pth`),
+    `avhubert_root` (the AV-HuBERT checkout), `ffmpeg` (default: the ffmpeg avlips uses), `device`
+    (default 0), plus the common ones. The script does not resample: it gets a 16 kHz mono wav, and a
+    target that is not 25 fps is converted to 25 fps first. The output is `<save_path>.mp4` in the
+    job's scratch, so jobs never share files.
+    """
+
+    name = "talklip"
+    input_kind = VIDEO
+    script = "inf_demo.py"
+    options = {"device": VALUE}
+
+    def checkpoints(self) -> list[tuple[str, Path | None]]:
+        """The TalkLip checkpoint and the AV-HuBERT checkout."""
+        return [("checkpoint", self.resolve(self.settings.get("checkpoint"))),
+                ("avhubert_root", self.resolve(self.settings.get("avhubert_root")))]
+
+    def prepare(self, job: Job) -> None:
+        """Hand over the target as 25 fps video (re-encoded only when it is not)."""
+        source = Path(job.target.path).resolve()
+        if abs(float(job.target.fps) - TALKLIP_FPS) > 0.01:
+            converted = job.scratch / "in" / "target25.mp4"
+            _to_fps(source, converted, TALKLIP_FPS)
+            source = converted
+        job.extra["video"] = source
+
+    def command(self, job: Job) -> list[str]:
+        """save_path is a stem: the script appends .mp4."""
+        job.extra["save_path"] = job.scratch / "out" / "talklip"
+        job.extra["save_path"].parent.mkdir()
+        args = ["--video_path", str(job.extra["video"]), "--wav_path", str(job.audio),
+                "--ckpt_path", str(self.checkpoints()[0][1].resolve()),
+                "--avhubert_root", str(self.checkpoints()[1][1].resolve()),
+                "--save_path", str(job.extra["save_path"]),
+                "--ffmpeg", str(self.settings.get("ffmpeg") or ffmpeg_exe())]
+        if "device" not in job.params and self.settings.get("device") is not None:
+            args += ["--device", str(self.settings["device"])]
+        return args
+
+    def find_output(self, job: Job) -> Path:
+        """<save_path>.mp4."""
+        out = job.extra["save_path"].with_name(job.extra["save_path"].name + ".mp4")
+        if not out.is_file():
+            raise self.missing_output(job, out.name)
+        return out
+
+
+def _to_fps(source: Path, dest: Path, fps: int) -> None:
+    """Re-encode a video at a constant frame rate (frames dropped or repeated, no blending)."""
+    import subprocess
+
+    args = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-i", str(source), "-vf", f"fps={fps}",
+            "-c:v", "libx264", "-crf", "12", "-pix_fmt", "yuv420p", "-c:a", "aac", str(dest)]
+    done = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True)
+    if done.returncode != 0:
+        lines = done.stderr.decode(errors="replace").strip().splitlines()[-5:]
+        raise GeneratorError(f"talklip: could not convert {source} to {fps} fps: " + " | ".join(lines))

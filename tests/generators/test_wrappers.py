@@ -1,0 +1,303 @@
+"""Wrappers around research checkouts, run against stand-in checkouts that behave like the real scripts.
+
+The stand-ins (tests/generators/standins/) take exactly the real scripts' arguments and write where the
+real ones write; STANDIN_MODE (passed through the wrapper's `env` setting) makes them misbehave.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import soundfile
+
+from generators.base import IMAGE, VIDEO, DrivingAudio, GeneratorError, GeneratorNotReady, Target, load_generator
+from generators.wrappers.base import ExternalCheckoutGenerator, make_overlay, tail
+from generators.wrappers.makeittalk import MakeItTalk, _resample_indices
+from generators.wrappers.sadtalker import SadTalker
+from generators.wrappers.talklip import TalkLip
+from generators.wrappers.wav2lip_repo import Wav2LipRepo
+from media.io import probe, read_frames, write_video
+
+STANDINS = Path(__file__).parent / "standins"
+KINDS = ("wav2lip_repo", "talklip", "sadtalker", "makeittalk")
+CLASSES = {"wav2lip_repo": Wav2LipRepo, "talklip": TalkLip, "sadtalker": SadTalker, "makeittalk": MakeItTalk}
+SCRIPTS = {"wav2lip_repo": ("wav2lip", "inference.py"), "talklip": ("talklip", "inf_demo.py"),
+           "sadtalker": ("sadtalker", "inference.py"), "makeittalk": ("makeittalk", "main_end2end.py")}
+OUT_SIZE = {"wav2lip_repo": (96, 96), "talklip": (96, 96), "sadtalker": (256, 256), "makeittalk": (256, 256)}
+ORANGE, TEAL = (210, 120, 40), (40, 150, 210)  # RGB target colours, one per job
+MOUTH_RGB = (160, 20, 20)  # what the stand-ins draw (standin_media.MOUTH_BGR reversed)
+
+
+def make_checkout(root: Path, kind: str) -> dict:
+    """A stand-in checkout with dummy checkpoints under root; returns the wrapper's settings."""
+    folder, script = SCRIPTS[kind]
+    checkout = root / f"{folder}_checkout"
+    checkout.mkdir(parents=True)
+    shutil.copy(STANDINS / folder / script, checkout / script)
+    shutil.copy(STANDINS / "standin_media.py", checkout / "standin_media.py")
+    settings: dict = {"checkout": str(checkout), "python": sys.executable, "timeout_s": 60,
+                      "duration_tolerance_s": 0.5, "scratch_dir": str(root)}
+    files: list[str] = []
+    if kind == "wav2lip_repo":
+        files = ["checkpoints/wav2lip_gan.pth", "face_detection/detection/sfd/s3fd.pth"]
+        (checkout / "temp").mkdir()
+    elif kind == "talklip":
+        files = ["checkpoints/global_contrastive.pth"]
+        (root / "av_hubert").mkdir()
+        settings.update(checkpoint="checkpoints/global_contrastive.pth", avhubert_root=str(root / "av_hubert"))
+    elif kind == "sadtalker":
+        files = [f"checkpoints/{n}" for n in ("SadTalker_V0.0.2_256.safetensors", "mapping_00229-model.pth.tar",
+                                              "mapping_00109-model.pth.tar")]
+    else:
+        files = [f"examples/ckpt/{n}" for n in ("ckpt_autovc.pth", "ckpt_content_branch.pth",
+                                                "ckpt_speaker_branch.pth", "ckpt_116_i2i_comb.pth")]
+        (checkout / "examples").mkdir()
+        soundfile.write(str(checkout / "examples" / "M6_04_16k.wav"), _speech(0.5, 44100)[0], 44100)
+        cv2.imwrite(str(checkout / "examples" / "paint_boy.jpg"), np.full((256, 256, 3), 90, np.uint8))
+    for name in files:
+        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / name).write_bytes(b"weights")
+    return settings
+
+
+def _speech(seconds: float, rate: int) -> np.ndarray:
+    """A stereo tone with a syllable-rate envelope, (2, N)."""
+    t = np.arange(int(seconds * rate)) / rate
+    mono = (0.4 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t))).astype(np.float32)
+    return np.stack([mono, mono])
+
+
+def make_inputs(root: Path, kind: str, colour: tuple[int, int, int], seconds: float, tag: str,
+                fps: float = 25.0) -> tuple[Target, DrivingAudio]:
+    """A solid-colour target (video, or image for IMAGE wrappers) and 44.1 kHz stereo driving audio."""
+    wav = root / f"drive_{tag}.wav"
+    soundfile.write(str(wav), _speech(seconds, 44100).T, 44100)
+    driving = DrivingAudio(clip_id=f"speaker_{tag}", path=str(wav), duration=seconds)
+    if CLASSES[kind].input_kind == IMAGE:
+        image = root / f"face_{tag}.png"
+        cv2.imwrite(str(image), np.full((96, 120, 3), colour[::-1], np.uint8))  # not square: gets cropped
+        return Target(f"clip_{tag}", str(image), 25.0, 1, 0.04), driving
+    video = root / f"face_{tag}.mp4"
+    count = int(fps)  # one second: shorter than the audio, so the scripts cycle it
+    write_video(video, (np.full((96, 96, 3), colour, np.uint8) for _ in range(count)), fps)
+    return Target(f"clip_{tag}", str(video), fps, count, 1.0), driving
+
+
+def _tree(folder: Path) -> dict[str, bytes | None]:
+    """Every path under folder with its bytes (None for directories)."""
+    if not folder.is_dir():
+        return {}
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in folder.rglob("*")}
+
+
+def assert_fake(path: Path, kind: str, colour: tuple[int, int, int], seconds: float) -> None:
+    """A decodable 25 fps fake of the right size and length, showing the target with a mouth, with audio."""
+    info = probe(path)
+    assert (info.width, info.height) == OUT_SIZE[kind]
+    assert info.fps == pytest.approx(25.0, abs=0.01)
+    assert info.duration == pytest.approx(seconds, abs=0.1)
+    assert info.has_audio and info.audio_duration == pytest.approx(seconds, abs=0.1)
+    frame = read_frames(path, [info.frames // 2])[0].astype(float)
+    h, w = frame.shape[:2]
+    # The upper half is the target's face colour: the middle panel for MakeItTalk (the right one is black).
+    assert np.abs(frame[: h // 3].mean(axis=(0, 1)) - colour).max() < 20
+    mouth = frame[int(h * 0.75) - 1: int(h * 0.75) + 2, w // 2 - 2: w // 2 + 3].mean(axis=(0, 1))
+    assert np.abs(mouth - MOUTH_RGB).max() < 40  # the generated mouth (MakeItTalk's left panel has none)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_wrapper_makes_a_valid_fake_with_the_driving_audio(tmp_path: Path, kind: str) -> None:
+    settings = make_checkout(tmp_path, kind)
+    checkout = Path(settings["checkout"])
+    before = _tree(checkout / "examples")
+    generator = load_generator(kind, settings)  # through the entry point, as the pipeline does
+    assert isinstance(generator, CLASSES[kind]) and generator.check().ready
+    # TalkLip's target is 30 fps: the wrapper must hand the script 25 fps video (the stand-in refuses others).
+    target, driving = make_inputs(tmp_path, kind, ORANGE, 1.6, "a", fps=30.0 if kind == "talklip" else 25.0)
+    params = {"seed": 3}  # what the synthesize stage sends every generator
+    if kind == "wav2lip_repo":
+        params.update(pads=[0, 5, 0, 0], nosmooth=True)
+    out = tmp_path / "fakes" / "fake.mp4"
+    result = generator.generate(target, driving, out, params)
+    assert result.path == str(out) and result.generator == kind and result.version == "external"
+    assert result.frames == probe(out).frames and result.fps == pytest.approx(25.0, abs=0.01)
+    assert str(tmp_path) not in json.dumps(result.params)  # provenance holds no machine paths
+    assert_fake(out, kind, ORANGE, 1.6)
+    if kind == "makeittalk":
+        assert result.extra["raw_size"] == [768, 256] and result.extra["raw_fps"] == pytest.approx(62.5, abs=0.1)
+        assert _tree(checkout / "examples") == before  # wavs not resampled in place, no outputs or dump/ left in the checkout
+    if kind == "wav2lip_repo":
+        assert not any((checkout / "temp").iterdir())  # the script's scratch went to the job's own temp/
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("avlips-")]  # scratch removed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", KINDS)
+def test_two_concurrent_jobs_in_one_checkout_do_not_collide(tmp_path: Path, kind: str) -> None:
+    generator = CLASSES[kind](**make_checkout(tmp_path, kind))
+    jobs = [(*make_inputs(tmp_path, kind, colour, seconds, tag), colour, seconds, tmp_path / f"fake_{tag}.mp4")
+            for colour, seconds, tag in ((ORANGE, 1.2, "a"), (TEAL, 2.0, "b"))]
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(lambda job: generator.generate(job[0], job[1], job[4]), jobs))
+    for result, (_, _, colour, seconds, out) in zip(done, jobs):
+        assert result.path == str(out)
+        assert_fake(out, kind, colour, seconds)  # each job got its own frames and its own length
+
+
+def test_overlay_links_the_checkout_and_keeps_private_dirs_fresh(tmp_path: Path) -> None:
+    checkout = tmp_path / "repo"
+    (checkout / "temp").mkdir(parents=True)
+    (checkout / "temp" / "result.avi").write_bytes(b"old")
+    (checkout / "models").mkdir()
+    (checkout / "inference.py").write_text("print()")
+    overlay = make_overlay(checkout, tmp_path / "overlay", ("temp",))
+    assert (overlay / "inference.py").resolve() == (checkout / "inference.py").resolve()
+    assert (overlay / "models").is_symlink() and not (overlay / "temp").is_symlink()
+    assert list((overlay / "temp").iterdir()) == []
+
+
+def test_makeittalk_resamples_by_taking_the_frame_on_screen() -> None:
+    starts = np.arange(100) / 62.5  # 1.6 s at 62.5 fps
+    picks = _resample_indices(starts, 1.6, 25.0)
+    assert len(picks) == 40 and picks[:5] == [0, 2, 5, 7, 10] and picks[-1] == 97
+
+
+MISBEHAVIOUR = ([(kind, "fail") for kind in KINDS]
+                + [(kind, mode) for kind in ("wav2lip_repo", "makeittalk") for mode in ("no_output", "broken", "short")]
+                + [("sadtalker", "no_output"), ("talklip", "broken")])
+EXPECTED = {"fail": "exited with code 1", "no_output": "wrote no output", "broken": "is broken", "short": "lasts"}
+LAST_STDERR = {"fail": "CUDA out of memory", "no_output": "skipping the output", "broken": "wrote a broken",
+               "short": "stand-in: wrote"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,mode", MISBEHAVIOUR)
+def test_misbehaving_scripts_become_generator_errors_with_the_stderr_tail(tmp_path: Path, kind: str,
+                                                                          mode: str) -> None:
+    settings = make_checkout(tmp_path, kind)
+    generator = CLASSES[kind](**settings, env={"STANDIN_MODE": mode})
+    target, driving = make_inputs(tmp_path, kind, ORANGE, 1.6, "a")
+    out = tmp_path / "fake.mp4"
+    with pytest.raises(GeneratorError) as caught:
+        generator.generate(target, driving, out)
+    message = str(caught.value)
+    assert EXPECTED[mode] in message and LAST_STDERR[mode] in message
+    if mode == "fail":  # only the tail: 32 lines were printed, the first ones are cut
+        assert "step 12\n" in message and "step 11\n" not in message  # 20 lines: steps 12..29 + 2
+    assert not out.exists() and not list(tmp_path.glob(".fake*"))  # nothing half-written under the name
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("avlips-")]
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process runs (zombies, waiting for a reaper, count as dead)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+@pytest.mark.slow
+def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    settings = {**make_checkout(tmp_path, "sadtalker"), "timeout_s": 3}
+    generator = SadTalker(**settings, env={"STANDIN_MODE": "hang", "STANDIN_PIDFILE": str(pidfile)})
+    target, driving = make_inputs(tmp_path, "sadtalker", ORANGE, 1.0, "a")
+    started = time.monotonic()
+    with pytest.raises(GeneratorError, match="timed out after 3 s") as caught:
+        generator.generate(target, driving, tmp_path / "fake.mp4")
+    assert time.monotonic() - started < 20
+    assert "waiting for the GPU" in str(caught.value)
+    child = int(pidfile.read_text())  # a process the script started: it must not outlive the job
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_check_is_ready_with_everything_in_place(tmp_path: Path, kind: str) -> None:
+    assert CLASSES[kind](**make_checkout(tmp_path, kind)).check().ready
+
+
+@pytest.mark.parametrize("kind,change,reason", [
+    ("wav2lip_repo", {"checkout": ""}, "setting 'checkout' is not set"),
+    ("wav2lip_repo", {"checkout": "/nonexistent/Wav2Lip", "python": "/nonexistent/python"}, "checkout /nonexistent/Wav2Lip not found"),
+    ("wav2lip_repo", {"python": "/nonexistent/envs/wav2lip/bin/python"}, "interpreter '/nonexistent/envs/wav2lip/bin/python' not found"),
+    ("talklip", {"python": "no-such-python-3.6"}, "interpreter 'no-such-python-3.6' not found"),
+    ("sadtalker", {"python": ["no-such-conda", "run", "python"]}, "interpreter"),
+    ("wav2lip_repo", {"checkpoint": "checkpoints/wav2lip.pth"}, "checkpoint"),
+    ("talklip", {"checkpoint": None}, "setting 'checkpoint' is not set"),
+    ("talklip", {"avhubert_root": "/nonexistent/av_hubert"}, "avhubert_root /nonexistent/av_hubert not found"),
+    ("sadtalker", {"size": 512}, "SadTalker_V0.0.2_512.safetensors"),
+    ("sadtalker", {"checkpoint_dir": "/nonexistent/ckpts"}, "checkpoint_dir /nonexistent/ckpts not found"),
+    ("makeittalk", {"ckpt_dir": "/nonexistent/ckpt"}, "ckpt_dir /nonexistent/ckpt not found"),
+    ("makeittalk", {"required_files": ["thirdparty/AdaptiveWingLoss/ckpt/WFLW_4HG.pth"]}, "WFLW_4HG.pth not found"),
+])
+def test_check_names_the_first_missing_thing(tmp_path: Path, kind: str, change: dict, reason: str) -> None:
+    generator = CLASSES[kind](**{**make_checkout(tmp_path, kind), **change})
+    state = generator.check()
+    assert not state.ready and reason in state.reason and kind in state.reason
+    target, driving = make_inputs(tmp_path, kind, ORANGE, 0.5, "a")
+    with pytest.raises(GeneratorNotReady, match=reason.split()[0]):
+        generator.generate(target, driving, tmp_path / "fake.mp4")
+
+
+@pytest.mark.parametrize("kind,missing", [
+    ("wav2lip_repo", "inference.py"), ("wav2lip_repo", "face_detection/detection/sfd/s3fd.pth"),
+    ("talklip", "inf_demo.py"), ("sadtalker", "checkpoints/mapping_00109-model.pth.tar"),
+    ("makeittalk", "examples/ckpt/ckpt_autovc.pth"),
+])
+def test_check_reports_a_deleted_script_or_checkpoint(tmp_path: Path, kind: str, missing: str) -> None:
+    settings = make_checkout(tmp_path, kind)
+    (Path(settings["checkout"]) / missing).unlink()
+    state = CLASSES[kind](**settings).check()
+    assert not state.ready and Path(missing).name in state.reason
+
+
+def test_interpreter_may_be_relative_to_the_checkout_or_an_argv_prefix(tmp_path: Path) -> None:
+    settings = make_checkout(tmp_path, "wav2lip_repo")
+    venv_python = Path(settings["checkout"]) / "env" / "bin" / "python"
+    venv_python.parent.mkdir(parents=True)
+    venv_python.symlink_to(sys.executable)
+    assert Wav2LipRepo(**{**settings, "python": "env/bin/python"}).check().ready
+    assert Wav2LipRepo(**{**settings, "python": [sys.executable, "-X", "utf8"]}).interpreter()[1:] == ["-X", "utf8"]
+
+
+def test_options_become_the_scripts_flags_and_unknown_ones_are_refused(tmp_path: Path) -> None:
+    generator = Wav2LipRepo(**make_checkout(tmp_path, "wav2lip_repo"))
+    args = generator.option_args({"pads": [0, 20, 0, 0], "nosmooth": True, "rotate": False, "fps": 25, "seed": 7})
+    assert args == ["--fps", "25", "--nosmooth", "--pads", "0", "20", "0", "0"]
+    target, driving = make_inputs(tmp_path, "wav2lip_repo", ORANGE, 0.5, "a")
+    with pytest.raises(GeneratorError, match="unknown option 'bogus'"):
+        generator.generate(target, driving, tmp_path / "fake.mp4", {"bogus": 1})
+
+
+def test_stderr_tail_keeps_the_last_lines_and_falls_back_to_stdout(tmp_path: Path) -> None:
+    err, out = tmp_path / "err.log", tmp_path / "out.log"
+    err.write_text("".join(f"line {i}\n" for i in range(50)))
+    assert tail(err).splitlines() == [f"line {i}" for i in range(30, 50)]
+    err.write_text("")
+    out.write_text("only stdout\n")
+    assert "only stdout" in tail(err, out)
+
+
+def test_every_wrapper_is_an_external_checkout_generator() -> None:
+    for kind, cls in CLASSES.items():
+        assert issubclass(cls, ExternalCheckoutGenerator) and cls.version == "external"
+        assert cls.input_kind == (IMAGE if kind == "makeittalk" else VIDEO)
