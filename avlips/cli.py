@@ -64,6 +64,29 @@ def cmd_compose(args: argparse.Namespace, params: dict, passthrough: list[str]) 
     return 0
 
 
+def cmd_perturb(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
+    """Perturb clean shards into the type x level grid of shard sets, or write a preview grid PNG."""
+    if args.preview:
+        from pipelines.preview import make_preview
+
+        out = args.out or "perturb_preview.png"
+        shape = make_preview(args.preview, out, types=param(params, "perturb.types") or None,
+                             levels=param(params, "perturb.levels") or (1, 2, 3, 4, 5),
+                             frame_size=int(param(params, "compose.frame_size", 500)),
+                             cell=int(param(params, "perturb.preview_cell", 256)), key=args.key,
+                             salt=int(param(params, "perturb.seed", 0)))
+        print(f"perturb preview: {args.preview} -> {out} ({shape[1]}x{shape[0]})")
+        return 0
+    from pipelines.perturb import run_perturb
+
+    clean = args.clean or param(params, "perturb.clean") or param(params, "compose.out", "data/shards/clean")
+    out = args.out or param(params, "perturb.out", "data/shards/perturbed")
+    totals = run_perturb(clean, out, params, **_beam_settings(args, params, passthrough))
+    print(f"perturb: {totals['cells']} (type, level) cells, inputs={totals['inputs']} samples={totals['samples']} "
+          f"failures={totals['failures']} -> {out}")
+    return 0
+
+
 def cmd_render(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
     """Render one stored sample as the reference 1000x2500 composite PNG."""
     from pipelines.render_sample import render_to_png
@@ -92,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     compose = _beam_stage(sub, "compose", "compose LipFD windows into WebDataset shards", cmd_compose)
     compose.add_argument("--out", help="shard directory (default compose.out)")
+
+    perturb = _beam_stage(sub, "perturb", "perturb clean test shards into <type>/<level> shard sets", cmd_perturb)
+    perturb.add_argument("--clean", help="clean shard directory (default perturb.clean, else compose.out)")
+    perturb.add_argument("--out", help="output directory (default perturb.out); with --preview, the PNG to write")
+    perturb.add_argument("--preview", metavar="SOURCE",
+                         help="shards (brace notation) or a video: write a types x levels grid PNG instead")
+    perturb.add_argument("--key", help="with --preview on shards: the sample to show (default: the first)")
 
     render = sub.add_parser("render", help="render a stored sample in the reference layout")
     render.add_argument("--shards", required=True, help="shard paths, brace notation allowed")
@@ -131,9 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         from pipelines.denoise import DenoiseInputError
         from pipelines.failures import StageFailed
+        from pipelines.perturb import PerturbInputError
         from pipelines.sources import SourceError
 
-        if isinstance(exc, (StageFailed, SourceError, DenoiseInputError)):
+        if isinstance(exc, (StageFailed, SourceError, DenoiseInputError, PerturbInputError)):
             print(f"avlips {args.command}: {exc}", file=sys.stderr)
             return 1
         raise

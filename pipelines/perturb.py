@@ -1,0 +1,301 @@
+"""The perturb stage: every clean test window under each perturbation type and level, as shards.
+
+`<out>/<type>/<level>/<split>-NNNNNN.tar` holds the clean shard `<split>-NNNNNN.tar` perturbed:
+same shard count and the same placement (a perturbed sample stays in its clean sample's shard,
+which compose chose by a hash of the clean key). One unit of work is (clean shard, type): the
+shard is read and each sample decoded once, then perturbed at every unfinished level. Each output
+shard's `_stats.json` is written last and marks it finished; a rerun skips finished shards and
+rebuilds the manifests (per (type, level) `samples.parquet` + `failures.parquet`, and the
+top-level `perturb_stats.json`) from the shard files.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+
+import apache_beam as beam
+import pyarrow as pa
+
+from pipelines import storage
+from pipelines.beam_options import pipeline_options
+from pipelines.failures import SCHEMA as FAILURE_SCHEMA
+from pipelines.failures import Failure, check_threshold, failure_rows
+from pipelines.shards import iter_tar_samples, shard_name, tar_bytes
+
+STAGE = "perturb"
+log = logging.getLogger("avlips.perturb")
+
+SAMPLE_SCHEMA = pa.schema([
+    ("key", pa.string()), ("clean_key", pa.string()), ("shard", pa.string()), ("split", pa.string()),
+    ("label", pa.int8()), ("clip", pa.string()), ("identity", pa.string()), ("generator", pa.string()),
+    ("window", pa.int16()), ("type", pa.string()), ("level", pa.int8()), ("seed", pa.int64()),
+    ("bytes", pa.int64()),
+])
+
+
+class PerturbInputError(ValueError):
+    """The stage cannot run: no clean shards for a split, a gap in their numbering, or a bad setting."""
+
+
+@dataclass(frozen=True)
+class PerturbConfig:
+    """The knobs of perturb, from params.yaml `perturb`."""
+
+    types: tuple[str, ...] = ()  # empty: the six AVLIPS_TYPES
+    levels: tuple[int, ...] = (1, 2, 3, 4, 5)
+    splits: tuple[str, ...] = ("test",)
+    frame_format: str = "same"  # same (as the clean sample's frames), jpg or png
+    # Written as PNG whatever frame_format says: JPEG's 4:2:0 chroma subsampling at q95 removes
+    # most of the YCbCr noise (mean error 8 at level 1, 41 at level 5 on 500x500 faces).
+    lossless_types: tuple[str, ...] = ("gaussian_noise",)
+    jpeg_quality: int = 95
+    seed: int = 0  # salt of the per-key seeds: change it for another draw of noise and block positions
+    max_failure_fraction: float = 0.5
+
+    @classmethod
+    def from_params(cls, params: dict) -> "PerturbConfig":
+        """The config from the `perturb` block of params.yaml, checked against the catalogue."""
+        from perturbations import AVLIPS_TYPES, LEVELS, CATALOGUE
+
+        block = dict(params.get("perturb", {}) or {})
+        known = {k: v for k, v in block.items() if k in cls.__dataclass_fields__}
+        for name in ("types", "levels", "splits", "lossless_types"):
+            if name in known:
+                value = known[name]
+                known[name] = tuple(value or ()) if isinstance(value, (list, tuple, type(None))) else (value,)
+        config = cls(**known)
+        if not config.types:
+            config = cls(**{**known, "types": AVLIPS_TYPES})
+        unknown = [t for t in config.types if t not in CATALOGUE]
+        if unknown:
+            raise PerturbInputError(f"perturb.types: unknown {unknown}; known: {list(CATALOGUE)}")
+        bad = [lv for lv in config.levels if isinstance(lv, bool) or lv not in LEVELS]
+        if bad or not config.levels:
+            raise PerturbInputError(f"perturb.levels: must be ints in 1..5, got {list(config.levels)}")
+        if config.frame_format not in ("same", "jpg", "png"):
+            raise PerturbInputError(f"perturb.frame_format: same, jpg or png, got {config.frame_format!r}")
+        if len(set(config.types)) != len(config.types) or len(set(config.levels)) != len(config.levels):
+            raise PerturbInputError("perturb.types and perturb.levels must not repeat a value")
+        return config
+
+
+def perturbed_key(clean_key: str, name: str, level: int) -> str:
+    """The key of a clean sample's perturbed copy: `<clean_key>_<type><level>`."""
+    return f"{clean_key}_{name}{level}"
+
+
+def cell_dir(out_dir: str, name: str, level: int) -> str:
+    """The directory of one (type, level) cell of the grid."""
+    return storage.join(out_dir, name, str(level))
+
+
+def clean_shards(clean_dir: str, split: str) -> int:
+    """How many clean shards a split has; `PerturbInputError` when none, or when numbering has gaps."""
+    from apache_beam.io.filesystems import FileSystems
+
+    # storage has no listing; match through Beam's filesystems so a bucket works too.
+    pattern = re.compile(rf"^{re.escape(split)}-(\d{{6}})\.tar$")
+    matched = FileSystems.match([storage.join(clean_dir, f"{split}-*.tar")])[0].metadata_list
+    indices = sorted(int(m.group(1)) for m in (pattern.match(x.path.replace("\\", "/").rsplit("/", 1)[-1])
+                                                for x in matched) if m)
+    if not indices:
+        raise PerturbInputError(f"{clean_dir}: no clean shards {split}-NNNNNN.tar")
+    if indices != list(range(len(indices))):
+        missing = sorted(set(range(indices[-1] + 1)) - set(indices))
+        raise PerturbInputError(f"{clean_dir}: clean {split} shards are incomplete, missing "
+                                f"{[shard_name(split, i) for i in missing[:5]]}")
+    return len(indices)
+
+
+def _frame_format(members: dict[str, bytes], wanted: str) -> str:
+    """The frame format to write: the clean frames' own unless the config names one."""
+    if wanted != "same":
+        return wanted
+    first = next((n for n in sorted(members) if re.fullmatch(r"f\d+\.\w+", n)), "f0.jpg")
+    return "png" if first.endswith(".png") else "jpg"
+
+
+def perturb_sample(key: str, members: dict[str, bytes], name: str, levels: tuple[int, ...],
+                   config: PerturbConfig, source: str) -> dict[int, dict]:
+    """The record per level for one clean sample: {'kind': 'sample'|'failure', ...}; never raises."""
+    from media.sample import WindowSample
+    from perturbations import get
+    from perturbations.random_mode import key_seed
+
+    def failed(exc: BaseException) -> dict:
+        # The input names the clean shard and key; the message keeps the exception's own words.
+        return {"kind": "failure", "failure": Failure(f"{source}#{key}", STAGE, type(exc).__name__,
+                                                      f"{source}#{key}: {exc}").to_row()}
+
+    try:
+        sample = WindowSample.decode(key, members)
+        frames = sample.frames
+        if frames.dtype.name != "uint8" or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise TypeError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+        already = (sample.meta.get("perturbation") or {}).get("type", "none")
+        if already not in ("none", None, ""):
+            raise ValueError(f"already perturbed ({already}); perturb reads clean shards only")
+        fmt = "png" if name in config.lossless_types else _frame_format(members, config.frame_format)
+        seed = key_seed(key, config.seed)
+        perturbation = get(name)
+    except Exception as exc:  # a bad sample is a record in every level, never a crash of the unit
+        return {level: failed(exc) for level in levels}
+    out: dict[int, dict] = {}
+    meta = sample.meta
+    for level in levels:
+        try:
+            new_key = perturbed_key(key, name, level)
+            # The key seeds every draw: the same clean window gets the same noise field / block
+            # positions at every level, so levels differ only by the table value.
+            frames = perturbation.apply(sample.frames, level, seed, sample=key)
+            info = {"type": name, "level": level, "params": perturbation.params(level), "seed": seed}
+            new_meta = {**meta, "key": new_key, "clean_key": key, "perturbation": info}
+            encoded = WindowSample(new_key, frames, sample.mel_db, sample.label, new_meta).encode(
+                fmt, config.jpeg_quality)
+            row = {"key": new_key, "clean_key": key, "split": meta.get("split", ""), "label": int(sample.label),
+                   "clip": meta.get("clip", ""), "identity": meta.get("identity", ""),
+                   "generator": meta.get("generator", ""), "window": meta.get("window"), "type": name,
+                   "level": level, "seed": seed, "bytes": sum(len(b) for b in encoded.values())}
+            out[level] = {"kind": "sample", "key": new_key, "members": encoded, "row": row}
+        except Exception as exc:
+            out[level] = failed(exc)
+    return out
+
+
+def perturb_unit(unit: tuple[str, int, str, tuple[int, ...]], clean_dir: str, out_dir: str,
+                 config: PerturbConfig) -> dict:
+    """Perturb one clean shard with one type at the given levels and write those output shards."""
+    started = time.time()
+    split, index, name, levels = unit
+    shard = shard_name(split, index)
+    source = storage.join(clean_dir, f"{shard}.tar")
+    records: dict[int, list[dict]] = {level: [] for level in levels}
+    seen: list[str] = []
+    try:
+        for key, members in iter_tar_samples(storage.read_bytes(source)):
+            seen.append(key)
+            for level, record in perturb_sample(key, members, name, levels, config, source).items():
+                records[level].append(record)
+    except Exception as exc:  # unreadable or truncated tar: the samples read so far still count
+        failure = Failure(source, STAGE, type(exc).__name__,
+                          f"{source}: clean shard unreadable after {len(seen)} sample(s) ({exc})").to_row()
+        for level in levels:
+            records[level].append({"kind": "failure", "failure": failure})
+    # A tar cut at a block boundary reads as a shorter, valid tar: the clean manifest, when there
+    # is one, names the samples it should hold, so each lost one is still a record.
+    for key in _listed_keys(clean_dir, shard, set(seen)):
+        failure = Failure(f"{source}#{key}", STAGE, "MissingSample",
+                          f"{source}#{key}: listed in the clean shard's manifest but not in its tar").to_row()
+        for level in levels:
+            records[level].append({"kind": "failure", "failure": failure})
+    read = len(seen)
+    for level in levels:
+        write_cell_shard(cell_dir(out_dir, name, level), shard, source, name, level, records[level])
+    log.info("perturb: %s %s levels %s: %d samples in %.1fs", shard, name, list(levels), read,
+             time.time() - started)
+    return {"shard": shard, "type": name, "levels": list(levels), "samples": read}
+
+
+def _listed_keys(clean_dir: str, shard: str, seen: set[str]) -> list[str]:
+    """Keys the clean shard's parquet lists that its tar did not yield (none when it has no parquet)."""
+    path = storage.join(clean_dir, f"{shard}.parquet")
+    if not storage.exists(path):
+        return []
+    try:
+        listed = storage.read_parquet(path).column("key").to_pylist()
+    except Exception:  # an unreadable manifest only loses this cross-check, not the samples
+        return []
+    return sorted(set(listed) - seen)
+
+
+def write_cell_shard(directory: str, shard: str, source: str, name: str, level: int, records: list[dict]) -> None:
+    """Write one output shard's tar and sample manifest, then its stats (last: it marks completion)."""
+    samples = sorted((r for r in records if r["kind"] == "sample"), key=lambda r: r["key"])
+    failures = [Failure(**r["failure"]) for r in records if r["kind"] == "failure"]
+    rows = [{**r["row"], "shard": shard} for r in samples]
+    storage.write_bytes(storage.join(directory, f"{shard}.tar"), tar_bytes((r["key"], r["members"]) for r in samples))
+    storage.write_parquet(storage.join(directory, f"{shard}.parquet"), rows, SAMPLE_SCHEMA)
+    by_error: dict[str, int] = {}
+    for failure in failures:
+        by_error[failure.error] = by_error.get(failure.error, 0) + 1
+    # No timings: the stats are part of the output and must not differ between identical runs.
+    stats = {
+        "shard": shard, "source": source, "type": name, "level": level, "samples": len(samples),
+        "failures": len(failures), "failures_by_error": dict(sorted(by_error.items())),
+        "failure_rows": failure_rows(failures), "bytes": sum(r["bytes"] for r in rows),
+    }
+    storage.write_json(storage.join(directory, f"{shard}_stats.json"), stats)
+
+
+def _finished(directory: str, shard: str) -> bool:
+    return (storage.exists(storage.join(directory, f"{shard}_stats.json"))
+            and storage.exists(storage.join(directory, f"{shard}.tar")))
+
+
+def run_perturb(clean_dir: str, out_dir: str, params: dict, runner: str = "DirectRunner", workers: int = 1,
+                beam_args: tuple[str, ...] = ()) -> dict:
+    """Run the perturb stage; returns its totals, raises StageFailed above the failure threshold."""
+    started = time.time()
+    config = PerturbConfig.from_params(params)
+    shards_by_split = {split: clean_shards(clean_dir, split) for split in config.splits}
+    shards = [shard_name(split, i) for split in config.splits for i in range(shards_by_split[split])]
+    storage.makedirs(out_dir)
+    units = []
+    for split in config.splits:
+        for index in range(shards_by_split[split]):
+            for name in config.types:
+                todo = tuple(lv for lv in config.levels
+                             if not _finished(cell_dir(out_dir, name, lv), shard_name(split, index)))
+                if todo:
+                    units.append((split, index, name, todo))
+    cells = len(config.types) * len(config.levels)
+    log.info("perturb: %d clean shards x %d (type, level) cells, %d units of (shard, type) to run",
+             len(shards), cells, len(units))
+    if units:
+        with beam.Pipeline(options=pipeline_options(runner, workers, beam_args)) as pipeline:
+            _ = (
+                pipeline
+                | "Units" >> beam.Create(units, reshuffle=len(units) > 1)
+                | "Perturb" >> beam.Map(perturb_unit, clean_dir, out_dir, config)
+            )
+    return _write_manifests(out_dir, shards, config, shards_by_split, started)
+
+
+def _write_manifests(out_dir: str, shards: list[str], config: PerturbConfig, shards_by_split: dict[str, int],
+                     started: float) -> dict:
+    """Per cell samples.parquet and failures.parquet, and perturb_stats.json, from the finished shards."""
+    grid: dict[str, dict[str, dict]] = {}
+    inputs = failed = total_samples = 0
+    for name in config.types:
+        for level in config.levels:
+            directory = cell_dir(out_dir, name, level)
+            tables, failures = [], []
+            for shard in shards:
+                tables.append(storage.read_parquet(storage.join(directory, f"{shard}.parquet")))
+                failures += [Failure(**row) for row in
+                             storage.read_json(storage.join(directory, f"{shard}_stats.json"))["failure_rows"]]
+            samples = pa.concat_tables(tables).sort_by("key") if tables else SAMPLE_SCHEMA.empty_table()
+            storage.write_parquet(storage.join(directory, "samples.parquet"), samples.to_pylist(), SAMPLE_SCHEMA)
+            storage.write_parquet(storage.join(directory, "failures.parquet"), failure_rows(failures), FAILURE_SCHEMA)
+            by_error: dict[str, int] = {}
+            for failure in failures:
+                by_error[failure.error] = by_error.get(failure.error, 0) + 1
+            grid.setdefault(name, {})[str(level)] = {
+                "samples": samples.num_rows, "failures": len(failures),
+                "failures_by_error": dict(sorted(by_error.items())),
+            }
+            inputs += samples.num_rows + len(failures)
+            failed += len(failures)
+            total_samples += samples.num_rows
+    totals = {
+        "stage": STAGE, "types": list(config.types), "levels": list(config.levels), "splits": list(config.splits),
+        "shards_by_split": dict(sorted(shards_by_split.items())), "cells": len(config.types) * len(config.levels),
+        "inputs": inputs, "samples": total_samples, "failures": failed, "grid": grid,
+    }
+    storage.write_json(storage.join(out_dir, "perturb_stats.json"), totals)
+    log.info("perturb done: %d cells, samples=%d failures=%d in %.1fs", totals["cells"], total_samples, failed,
+             time.time() - started)
+    check_threshold(STAGE, inputs, failed, config.max_failure_fraction)
+    return totals

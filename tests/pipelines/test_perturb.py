@@ -1,0 +1,317 @@
+"""The perturb stage (grid of shards from clean shards), the random mode and the preview grid."""
+from __future__ import annotations
+
+import io as pyio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from media.sample import WindowSample
+from perturbations import AVLIPS_TYPES, CATALOGUE, apply, random_choice
+from perturbations.random_mode import key_seed, random_perturbation
+from pipelines.compose import run_compose
+from pipelines.failures import StageFailed
+from pipelines.perturb import PerturbInputError, perturbed_key, run_perturb
+from pipelines.preview import HEADER, MARGIN, make_preview
+from pipelines.shards import iter_tar_samples, tar_bytes
+from tests.pipelines.test_compose import _clip_row, _params, _talking
+
+LEVELS = [1, 2, 3, 4, 5]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _read(tar: Path) -> dict[str, dict[str, bytes]]:
+    return dict(iter_tar_samples(tar.read_bytes()))
+
+
+def _stage_bytes(directory: Path) -> dict[str, bytes]:
+    """Every output file but temporaries, by path relative to the stage directory."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
+            if p.is_file() and ".tmp-" not in p.name}
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory) -> Path:
+    """Clean shards from run_compose: 2 clips x 4 windows at 64x64 in 3 test shards (+ 1 train shard)."""
+    root = tmp_path_factory.mktemp("clean")
+    clips = [_talking(root / f"c{i}.mp4", seed=i + 1, seconds=1.2) for i in range(3)]
+    rows = [_clip_row("c0", clips[0], "a"), _clip_row("c1", clips[1], "b"),
+            _clip_row("t0", clips[2], "t", split="train")]
+    run_compose(str(root / "shards"), _params(root, rows))
+    return root / "shards"
+
+
+def _perturb_params(**settings) -> dict:
+    return {"perturb": {"max_failure_fraction": 1.0, **settings}}
+
+
+@pytest.fixture(scope="module")
+def jpg_run(clean, tmp_path_factory) -> Path:
+    """The whole grid with the default settings (frames as the clean ones: JPEG), one worker."""
+    out = tmp_path_factory.mktemp("perturbed") / "one"
+    run_perturb(str(clean), str(out), _perturb_params())
+    return out
+
+
+def test_grid_of_shards_keys_and_metadata(clean, jpg_run):
+    clean_tars = sorted(p.name for p in clean.glob("test-*.tar"))
+    assert clean_tars == ["test-000000.tar", "test-000001.tar", "test-000002.tar"]
+    clean_samples = {k: m for t in clean_tars for k, m in _read(clean / t).items()}
+    assert len(clean_samples) == 8
+    for name in AVLIPS_TYPES:
+        for level in LEVELS:
+            cell = jpg_run / name / str(level)
+            assert sorted(p.name for p in cell.glob("*.tar")) == clean_tars  # same count, names; no train
+            for tar in clean_tars:
+                stem = tar[:-4]
+                assert (cell / f"{stem}.parquet").exists() and (cell / f"{stem}_stats.json").exists()
+                got = _read(cell / tar)
+                # Placement: a perturbed sample stays in its clean sample's shard.
+                assert sorted(got) == sorted(perturbed_key(k, name, level) for k in _read(clean / tar))
+                for key, members in got.items():
+                    ext = "png" if name == "gaussian_noise" else "jpg"  # noise is kept lossless
+                    assert sorted(members) == ["cls", *(f"f{i}.{ext}" for i in range(5)), "json", "mel.npy"]
+                    meta = json.loads(members["json"])
+                    clean_key = meta["clean_key"]
+                    original = clean_samples[clean_key]
+                    assert key == f"{clean_key}_{name}{level}" and meta["key"] == key and "." not in key
+                    assert meta["perturbation"] == {"type": name, "level": level,
+                                                    "params": CATALOGUE[name].params(level),
+                                                    "seed": key_seed(clean_key)}
+                    clean_meta = json.loads(original["json"])
+                    assert {k: v for k, v in meta.items() if k not in ("key", "clean_key", "perturbation")} == \
+                        {k: v for k, v in clean_meta.items() if k not in ("key", "perturbation")}
+                    assert members["mel.npy"] == original["mel.npy"] and members["cls"] == original["cls"]
+            manifest = pd.read_parquet(cell / "samples.parquet")
+            assert len(manifest) == 8 and set(manifest["type"]) == {name} and set(manifest["level"]) == {level}
+            assert pd.read_parquet(cell / "failures.parquet").empty
+    stats = json.loads((jpg_run / "perturb_stats.json").read_text())
+    assert stats["shards_by_split"] == {"test": 3} and stats["cells"] == 30
+    assert stats["samples"] == stats["inputs"] == 8 * 30 and stats["failures"] == 0
+
+
+def test_jpg_frames_are_the_perturbation_up_to_jpeg(clean, jpg_run):
+    """Default output re-encodes as JPEG (noise as PNG): apply() on the decoded clean frames up to JPEG."""
+    clean_samples = {k: WindowSample.decode(k, m) for t in clean.glob("test-*.tar") for k, m in _read(t).items()}
+    for name in AVLIPS_TYPES:
+        for level in (1, 5):
+            for key, members in _read(jpg_run / name / str(level) / "test-000000.tar").items():
+                got = WindowSample.decode(key, members)
+                source = clean_samples[got.meta["clean_key"]]
+                expected = apply(name, source.frames, level, key_seed(source.key))
+                error = np.abs(got.frames.astype(float) - expected).mean()
+                change = np.abs(expected.astype(float) - source.frames).mean()
+                if name == "gaussian_noise":
+                    assert error == 0, key  # lossless: JPEG's chroma subsampling would remove the noise
+                assert error < 3.0, (key, error)  # one JPEG q95 pass on 64x64 frames
+                if level == 5:
+                    assert change > error, (key, change, error)  # the perturbation, not JPEG, dominates
+
+
+def test_png_frames_equal_the_perturbation_exactly(clean, tmp_path):
+    out = tmp_path / "png"
+    types = ["gaussian_noise", "compression", "saturation"]
+    run_perturb(str(clean), str(out), _perturb_params(types=types, levels=[2, 5], frame_format="png"))
+    clean_samples = {k: WindowSample.decode(k, m) for t in clean.glob("test-*.tar") for k, m in _read(t).items()}
+    checked = 0
+    for name in types:
+        for level in (2, 5):
+            for tar in (out / name / str(level)).glob("*.tar"):
+                for key, members in _read(tar).items():
+                    assert "f0.png" in members
+                    got = WindowSample.decode(key, members)
+                    source = clean_samples[got.meta["clean_key"]]
+                    expected = apply(name, source.frames, level, key_seed(source.key))
+                    np.testing.assert_array_equal(got.frames, expected, err_msg=key)
+                    assert not np.array_equal(got.frames, source.frames)
+                    np.testing.assert_array_equal(got.mel_db, source.mel_db)
+                    checked += 1
+    assert checked == 8 * 6
+    assert not (out / "gaussian_blur").exists() and not (out / "saturation" / "1").exists()
+
+
+def test_same_bytes_for_one_or_two_workers(clean, jpg_run, tmp_path):
+    run_perturb(str(clean), str(tmp_path / "two"), _perturb_params(), workers=2)
+    one, two = _stage_bytes(jpg_run), _stage_bytes(tmp_path / "two")
+    assert len([n for n in one if n.endswith(".tar")]) == 90
+    assert one == two
+
+
+def test_resume_after_losing_shards_gives_the_same_bytes(clean, jpg_run, tmp_path):
+    out = tmp_path / "resumed"
+    shutil.copytree(jpg_run, out)
+    reference = _stage_bytes(jpg_run)
+    cell = out / "gaussian_noise" / "3"
+    (cell / "test-000001_stats.json").unlink()  # never finished
+    (cell / "test-000001.tar").write_bytes(b"garbage from a killed writer")
+    (out / "compression" / "5" / "test-000002.tar").unlink()  # stats without its tar: not finished either
+    (cell / "test-000002.tar.tmp-deadbeef").write_bytes(b"partial")
+    (out / "perturb_stats.json").unlink()
+    skipped = out / "gaussian_noise" / "2" / "test-000001_stats.json"
+    before = skipped.stat().st_mtime_ns
+    run_perturb(str(clean), str(out), _perturb_params())
+    assert _stage_bytes(out) == reference
+    assert skipped.stat().st_mtime_ns == before
+
+
+def test_killed_run_finishes_with_the_same_bytes(clean, jpg_run, tmp_path):
+    out = tmp_path / "killed"
+    code = ("import sys; from pipelines.perturb import run_perturb; "
+            "run_perturb(sys.argv[1], sys.argv[2], {'perturb': {'max_failure_fraction': 1.0}})")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, "-c", code, str(clean), str(out)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(out.rglob("*_stats.json")):
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = len(list(out.rglob("*_stats.json")))
+    assert 0 < finished < 90, finished  # killed part-way through
+    run_perturb(str(clean), str(out), _perturb_params())
+    assert _stage_bytes(out) == _stage_bytes(jpg_run)
+
+
+def _bad_clean_dir(clean: Path, root: Path) -> tuple[Path, dict[str, str], int]:
+    """Clean shards with bad samples in shard 0 and shard 1 truncated; returns (dir, bad key -> error, read)."""
+    bad_dir = root / "bad_clean"
+    bad_dir.mkdir()
+    for path in clean.glob("test-*"):
+        shutil.copy(path, bad_dir / path.name)
+    samples = _read(clean / "test-000000.tar")
+    template_key, template = sorted(samples.items())[0]
+    tiny = WindowSample("tiny", np.zeros((5, 4, 4, 3), np.uint8), np.zeros((128, 4), np.float32), 0,
+                        {"perturbation": {"type": "none", "level": 0}}).encode()
+    twice = json.loads(template["json"])
+    twice["perturbation"] = {"type": "gaussian_blur", "level": 2}
+    bad = {
+        "garbled": ({**template, "f2.jpg": b"not a jpeg"}, "SampleError"),
+        "nomel": ({k: v for k, v in template.items() if k != "mel.npy"}, "SampleError"),
+        "tiny": (tiny, "BadFrames"),  # 4x4 frames: below the catalogue's minimum side
+        "twice": ({**template, "json": json.dumps(twice).encode()}, "ValueError"),
+    }
+    samples.update({key: members for key, (members, _) in bad.items()})
+    (bad_dir / "test-000000.tar").write_bytes(tar_bytes(samples.items()))
+    whole = (clean / "test-000001.tar").read_bytes()
+    cut = whole[: len(whole) * 2 // 3]
+    (bad_dir / "test-000001.tar").write_bytes(cut)
+    read = 0
+    try:
+        for _ in iter_tar_samples(cut):
+            read += 1
+    except (tarfile.TarError, OSError):
+        pass
+    return bad_dir, {key: error for key, (_, error) in bad.items()}, read
+
+
+def test_bad_samples_and_shards_are_failure_records(clean, tmp_path):
+    bad_dir, bad, read_before_cut = _bad_clean_dir(clean, tmp_path)
+    out = tmp_path / "out"
+    types, levels = ["gaussian_blur", "compression"], [1, 5]
+    totals = run_perturb(str(bad_dir), str(out), _perturb_params(types=types, levels=levels))
+    good = {n: len(_read(clean / f"test-00000{n}.tar")) for n in range(3)}
+    lost = good[1] - read_before_cut
+    assert read_before_cut >= 1 and lost >= 1
+    for name in types:
+        for level in levels:
+            cell = out / name / str(level)
+            failures = pd.read_parquet(cell / "failures.parquet")
+            samples = pd.read_parquet(cell / "samples.parquet")
+            rows = {row.input.rsplit("#", 1)[-1]: row for row in failures.itertuples() if "#" in row.input}
+            assert {k: r.error for k, r in rows.items() if k in bad} == bad
+            for key, row in rows.items():
+                shard = "test-000000.tar" if key in bad else "test-000001.tar"
+                assert row.input == f"{bad_dir / shard}#{key}" and row.stage == "perturb" and key in row.message
+            missing = [k for k, r in rows.items() if r.error == "MissingSample"]
+            assert len(missing) == lost  # the cut samples, named by the clean manifest
+            shard_failures = failures[~failures["input"].str.contains("#")]
+            assert list(shard_failures["input"]) == [str(bad_dir / "test-000001.tar")]
+            # Counts add up: every clean sample is a sample or a failure of this cell.
+            assert len(samples) == good[0] + read_before_cut + good[2]
+            assert len(samples) + len(rows) == sum(good.values()) + len(bad)
+            assert totals["grid"][name][str(level)] == {
+                "samples": len(samples), "failures": len(bad) + lost + 1,
+                "failures_by_error": dict(sorted({"BadFrames": 1, "SampleError": 2, "ValueError": 1,
+                                                  "MissingSample": lost,
+                                                  shard_failures["error"].iloc[0]: 1}.items()))}
+    assert totals["inputs"] == totals["samples"] + totals["failures"]
+    with pytest.raises(StageFailed):
+        run_perturb(str(bad_dir), str(tmp_path / "strict"),
+                    {"perturb": {"types": types, "levels": levels, "max_failure_fraction": 0.2}})
+
+
+def test_stage_refuses_what_it_cannot_run(clean, tmp_path):
+    with pytest.raises(PerturbInputError, match="no clean shards"):
+        run_perturb(str(tmp_path), str(tmp_path / "o"), _perturb_params())
+    with pytest.raises(PerturbInputError, match="unknown"):
+        run_perturb(str(clean), str(tmp_path / "o"), _perturb_params(types=["sepia"]))
+    with pytest.raises(PerturbInputError, match="levels"):
+        run_perturb(str(clean), str(tmp_path / "o"), _perturb_params(levels=[0, 6]))
+    gap = tmp_path / "gap"
+    gap.mkdir()
+    shutil.copy(clean / "test-000000.tar", gap / "test-000000.tar")
+    shutil.copy(clean / "test-000002.tar", gap / "test-000002.tar")
+    with pytest.raises(PerturbInputError, match="test-000001"):
+        run_perturb(str(gap), str(tmp_path / "o"), _perturb_params())
+
+
+def test_train_split_on_request(clean, tmp_path):
+    totals = run_perturb(str(clean), str(tmp_path / "o"),
+                         _perturb_params(splits=["train"], types=["contrast"], levels=[3]))
+    assert totals["shards_by_split"] == {"train": 2}
+    assert sorted(p.name for p in (tmp_path / "o" / "contrast" / "3").glob("*.tar")) == \
+        ["train-000000.tar", "train-000001.tar"]
+
+
+def test_random_mode_is_a_function_of_key_and_salt():
+    frames = np.random.default_rng(0).integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    same, none = random_perturbation(frames, "k", 0.0)
+    assert none is None and same is frames
+    out, choice = random_perturbation(frames, "k", 1.0)
+    again, choice_again = random_perturbation(frames, "k", 1.0)
+    assert choice == choice_again and np.array_equal(out, again)
+    assert (choice["type"], choice["level"]) == random_choice(key_seed("k"))
+    np.testing.assert_array_equal(out, apply(choice["type"], frames, choice["level"], key_seed("k")))
+    choices = [random_perturbation(frames[:1], f"key{i}", 1.0)[1] for i in range(120)]
+    assert {c["type"] for c in choices} == set(AVLIPS_TYPES) and {c["level"] for c in choices} == set(LEVELS)
+    applied = sum(random_perturbation(frames[:1], f"key{i}", 0.3)[1] is not None for i in range(400))
+    assert 80 < applied < 160  # about 30%
+    by_salt = {json.dumps(random_perturbation(frames[:1], "k", 1.0, salt=s)[1]) for s in range(20)}
+    assert len(by_salt) > 5  # the epoch as salt draws afresh
+    assert key_seed("k") != key_seed("k", 1) and 0 <= key_seed("k") < 2 ** 63
+    with pytest.raises(ValueError):
+        random_perturbation(frames, "k", 1.5)
+
+
+def _decode_png(path: Path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+def test_preview_from_shards_and_from_a_video(clean, tmp_path):
+    out = tmp_path / "grid.png"
+    key = sorted(_read(clean / "test-000001.tar"))[0]
+    shape = make_preview(str(clean / "test-{000000..000002}.tar"), str(out), cell=64, key=key)
+    assert shape == (HEADER + 64 * 6, MARGIN + 64 * 6, 3) and _decode_png(out).shape == shape
+    grid = _decode_png(out)
+    frames = WindowSample.decode(key, _read(clean / "test-000001.tar")[key]).frames
+    noise_row = 2 * 64 + HEADER
+    clean_cell = grid[noise_row:noise_row + 64, MARGIN:MARGIN + 64]
+    np.testing.assert_array_equal(clean_cell, frames[2])  # the middle frame at its own size
+    noisy = grid[noise_row + 4:noise_row + 40, MARGIN + 5 * 64:MARGIN + 6 * 64]  # above the in-cell label
+    expected = apply("gaussian_noise", frames, 5, key_seed(key))[2][4:40]
+    np.testing.assert_array_equal(noisy, expected)
+    video = _talking(tmp_path / "v.mp4", seed=9, seconds=0.6)
+    shape = make_preview(str(video), str(tmp_path / "v.png"), types=["contrast", "compression"], levels=[1, 3],
+                         frame_size=96, cell=48)
+    assert shape == (HEADER + 48 * 2, MARGIN + 48 * 3, 3) and _decode_png(tmp_path / "v.png").shape == shape
