@@ -52,6 +52,26 @@ def cmd_denoise(args: argparse.Namespace, params: dict, passthrough: list[str]) 
     return 0
 
 
+def cmd_synthesize(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
+    """Make lip-sync fakes of the real clips with every enabled generator; write fakes.parquet."""
+    from pipelines.synthesize import run_synthesize
+
+    out = args.out or param(params, "synthesize.out", "data/fakes")
+    stats = run_synthesize(out, params, **_beam_settings(args, params, passthrough))
+    print(f"synthesize: inputs={stats['inputs']} fakes={stats['fakes']} failures={stats['failures']} "
+          f"made={stats['made']} reused={stats['reused']} -> {out}")
+    return 0
+
+
+def cmd_generators_list(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
+    """List the installed generators: name, version, input kind, ready or not and why."""
+    from generators.base import list_generators
+    from generators.registry_cli import format_generator_table, settings_from_params
+
+    print(format_generator_table(list_generators(settings_from_params(params))))
+    return 0
+
+
 def cmd_compose(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
     """Compose LipFD windows from clips and fakes into WebDataset shards."""
     from pipelines.compose import run_compose
@@ -113,6 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
     denoise.add_argument("--clips", help="clips manifest (default <corpus.out>/clips.parquet)")
     denoise.add_argument("--out", help="output directory (default denoise.out)")
 
+    synthesize = _beam_stage(sub, "synthesize", "make lip-sync fakes of the real clips with the enabled generators",
+                             cmd_synthesize)
+    synthesize.add_argument("--out", help="fakes directory (default synthesize.out)")
+
+    generators = sub.add_parser("generators", help="the installed lip generators (plugins included)")
+    generators_sub = generators.add_subparsers(dest="generators_command", required=True)
+    listing = generators_sub.add_parser("list", help="name, version, input kind and readiness of each generator")
+    listing.set_defaults(handler=cmd_generators_list)
+
     compose = _beam_stage(sub, "compose", "compose LipFD windows into WebDataset shards", cmd_compose)
     compose.add_argument("--out", help="shard directory (default compose.out)")
 
@@ -163,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.failures import StageFailed
         from pipelines.perturb import PerturbInputError
         from pipelines.sources import SourceError
+        from pipelines.synthesize import SynthesizeInputError
 
-        if isinstance(exc, (StageFailed, SourceError, DenoiseInputError, PerturbInputError)):
+        if isinstance(exc, (StageFailed, SourceError, DenoiseInputError, PerturbInputError, SynthesizeInputError)):
             print(f"avlips {args.command}: {exc}", file=sys.stderr)
             return 1
         raise

@@ -96,6 +96,7 @@ class LipGenerator:
     name: str = ""
     version: str = "0"
     input_kind: str = VIDEO
+    needs_face: bool = True  # the synthesize stage rejects targets with no face in most frames when set
 
     def __init__(self, **settings: Any) -> None:
         self.settings = dict(settings)
