@@ -1,0 +1,166 @@
+"""MouthRewrite: pixels outside the blend mask kept, the mouth following the driving audio, bad inputs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter1d
+
+from generators.base import DrivingAudio, GeneratorError, Target, load_generator
+from generators.mouth_rewrite import MouthRewrite, loudness_at, mouth_activity, select_path
+from media.io import iter_frames, probe, read_audio, write_video, write_wav
+from media.synthetic import envelope_at_frames, make_persona, render_talking_clip, speech_like_audio
+
+FPS = 25.0
+RATE = 16000
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _psnr_outside(out: np.ndarray, ref: np.ndarray, masks: np.ndarray) -> float:
+    """PSNR over the pixels whose blend weight is exactly zero."""
+    outside = masks == 0
+    err = (out.astype(np.float64) - ref.astype(np.float64))[outside]
+    mse = float(np.mean(err ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> dict:
+    """A cartoon persona whose mouth follows its own speech (4 s), and another persona's speech (3 s)."""
+    root = tmp_path_factory.mktemp("mouth_rewrite")
+    # Persona 1's face is one the Haar cascade finds on every frame.
+    persona = make_persona("p1", 1)
+    own = speech_like_audio(persona, 4.0, RATE, 10)
+    frames = render_talking_clip(persona, own, RATE, FPS, 192, 11)
+    target = root / "target.mp4"
+    write_video(target, frames, FPS, own, RATE, crf=12)
+    driving = speech_like_audio(make_persona("p3", 3), 3.0, RATE, 37)
+    wav = root / "driving.wav"
+    write_wav(wav, driving, RATE)
+    return {"root": root, "target": target, "frames": frames, "own": own, "driving": driving, "wav": wav}
+
+
+def _target(path: Path) -> Target:
+    info = probe(path)
+    return Target(clip_id=path.stem, path=str(path), fps=info.fps, frames=info.frames, duration=info.duration)
+
+
+def _driving(path: Path) -> DrivingAudio:
+    return DrivingAudio(clip_id=path.stem, path=str(path), duration=len(read_audio(path, RATE)) / RATE)
+
+
+def test_registered_as_a_plugin() -> None:
+    generator = load_generator("mouth_rewrite", {"smoothness": 0.5})
+    assert isinstance(generator, MouthRewrite)
+    assert generator.describe() == {"name": "mouth_rewrite", "version": "1", "input": "video", "ready": True, "reason": ""}
+    assert generator.needs_face and generator.settings["smoothness"] == 0.5
+
+
+def test_select_path_prefers_continuing_runs() -> None:
+    # Row 3 is a little cheaper at step 1, but leaving the 0-1-2 run to get it costs more than it saves.
+    cost = np.full((3, 5), 5.0)
+    cost[0, 0], cost[1, 1], cost[2, 2] = 0.0, 0.2, 0.0
+    cost[1, 3] = 0.1
+    follows = np.array([-1, 0, 1, 2, 3])
+    assert select_path(cost, follows, smoothness=1.0, hold_cost=0.5).tolist() == [0, 1, 2]
+    # Free jumps: each step takes its own cheapest row.
+    assert select_path(cost, follows, smoothness=0.0, hold_cost=0.0).tolist() == [0, 3, 2]
+    # A bank with a gap (rows 1 and 2 are not consecutive frames): continuing is no longer free.
+    assert select_path(cost, np.array([-1, 0, -1, 2, 3]), smoothness=1.0, hold_cost=0.5).tolist()[0] == 0
+
+
+def test_synthetic_mouth_follows_driving_audio(synthetic) -> None:
+    frames, own, driving = synthetic["frames"], synthetic["own"], synthetic["driving"]
+    generator = MouthRewrite()
+    plan = generator.plan(frames, FPS, own, driving, label="synthetic")
+    assert len(plan) == round(len(driving) / RATE * FPS) == 75
+    composites = list(generator.render(plan, frames))
+    out = np.stack([c.frame for c in composites])
+    masks = np.stack([c.full_mask() for c in composites])
+    # Every pixel outside the blend mask is the target's own, exactly (before encoding).
+    assert masks.max() == pytest.approx(1.0) and (masks > 0).mean() < 0.2
+    assert np.array_equal(out[masks == 0], frames[plan.sources][masks == 0])
+    times = (np.arange(len(plan)) + 0.5) / FPS
+    opening = mouth_activity(out, plan.centres[plan.sources], plan.halves[plan.sources], kind="opening")
+    with_driving = _corr(opening, envelope_at_frames(driving, RATE, times))
+    with_own = _corr(opening, envelope_at_frames(own, RATE, (plan.sources + 0.5) / FPS))
+    assert with_driving > 0.6, (with_driving, with_own)
+    assert with_driving > with_own + 0.4, (with_driving, with_own)
+    # The target itself follows its own speech: the measure does see mouths.
+    original = mouth_activity(frames[plan.sources], plan.centres[plan.sources], plan.halves[plan.sources], kind="opening")
+    assert _corr(original, envelope_at_frames(own, RATE, (plan.sources + 0.5) / FPS)) > 0.8
+
+
+def test_generate_writes_mp4_with_driving_audio(synthetic) -> None:
+    generator = MouthRewrite(crf=12)
+    out_path = synthetic["root"] / "fake.mp4"
+    result = generator.generate(_target(synthetic["target"]), _driving(synthetic["wav"]), out_path)
+    info = probe(out_path)
+    assert (result.path, result.generator, result.version) == (str(out_path), "mouth_rewrite", "1")
+    assert result.frames == info.frames == 75 and info.fps == pytest.approx(FPS)
+    assert info.has_audio and abs(info.audio_duration - 3.0) < 0.1
+    assert result.params["crf"] == 12 and len(result.provenance()["params_hash"]) == 16
+    # Outside the mask the decoded fake matches the decoded target (the encode is the only loss).
+    decoded = np.stack(list(iter_frames(synthetic["target"])))
+    plan = generator.plan(decoded, FPS, read_audio(synthetic["target"], RATE), synthetic["driving"])
+    masks = np.stack([c.full_mask() for c in generator.render(plan, decoded)])
+    fake = np.stack(list(iter_frames(out_path)))
+    assert _psnr_outside(fake, decoded[plan.sources], masks) >= 40.0
+
+
+def test_real_video_mouth_follows_driving_audio(shared_media: Path) -> None:
+    video = shared_media / "video" / "videoretalking_face_3.mp4"
+    speech = shared_media / "audio" / "sadtalker_RD_Radio34_002.wav"  # another speaker
+    if not video.exists() or not speech.exists():
+        pytest.skip("the chosen real clip is not in shared media")
+    frames = np.stack(list(iter_frames(video)))
+    fps = probe(video).fps
+    own = read_audio(video, RATE)
+    driving = read_audio(speech, RATE)[: 6 * RATE]  # longer than the clip: the target loops
+    generator = MouthRewrite()
+    plan = generator.plan(frames, fps, own, driving, label=str(video))
+    assert len(plan) == round(6 * fps) > len(frames) and plan.sources[len(frames)] == 0
+    composites = list(generator.render(plan, frames))
+    out = np.stack([c.frame for c in composites])
+    masks = np.stack([c.full_mask() for c in composites])
+    assert np.array_equal(out[masks == 0], frames[plan.sources][masks == 0])
+    assert not np.array_equal(out[masks > 0.5], frames[plan.sources][masks > 0.5])
+
+    def smooth(x: np.ndarray) -> np.ndarray:
+        return gaussian_filter1d(np.asarray(x, np.float64), 2)
+
+    motion = smooth(mouth_activity(out, plan.centres[plan.sources], plan.halves[plan.sources]))
+    with_driving = _corr(motion, smooth(loudness_at(driving, (np.arange(len(plan)) + 0.5) / fps)))
+    with_own = _corr(motion, smooth(loudness_at(own, (plan.sources + 0.5) / fps)))
+    assert with_driving > 0.2 and with_driving > with_own + 0.2, (with_driving, with_own)
+
+
+def test_no_face_is_a_generator_error(make_video, tmp_path: Path) -> None:
+    video = make_video("faceless.mp4", n=20, size=(96, 96))
+    wav = tmp_path / "speech.wav"
+    write_wav(wav, speech_like_audio(make_persona("p3", 3), 1.0, RATE, 5), RATE)
+    with pytest.raises(GeneratorError, match="no face"):
+        MouthRewrite().generate(_target(video), _driving(wav), tmp_path / "out.mp4")
+    assert not (tmp_path / "out.mp4").exists()
+
+
+@pytest.mark.parametrize("audio, reason", [
+    (np.zeros(RATE, np.float32), "silent"),
+    (speech_like_audio(make_persona("p3", 3), 0.1, RATE, 5), "too short"),
+])
+def test_unusable_driving_audio_is_a_generator_error(synthetic, tmp_path: Path, audio: np.ndarray, reason: str) -> None:
+    wav = tmp_path / "driving.wav"
+    write_wav(wav, audio, RATE)
+    with pytest.raises(GeneratorError, match=reason):
+        MouthRewrite().generate(_target(synthetic["target"]), _driving(wav), tmp_path / "out.mp4")
+
+
+def test_target_without_audio_is_a_generator_error(synthetic, tmp_path: Path) -> None:
+    silent_target = tmp_path / "mute.mp4"
+    write_video(silent_target, synthetic["frames"][:25], FPS)
+    with pytest.raises(GeneratorError, match="no audio"):
+        MouthRewrite().generate(_target(silent_target), _driving(synthetic["wav"]), tmp_path / "out.mp4")
