@@ -1,0 +1,178 @@
+"""The streaming loader: shapes and input modes, brace notation, node/worker splits, bad input, resume cursors."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from media.render import render_sample
+from media.sample import WindowSample
+from model.inputs import prepare_inputs
+from model.loader import LipFDStream, LoaderConfig, batch_inputs, expand_shards, make_loader
+
+
+def _sample(key: str, label: int, seed: int) -> WindowSample:
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 255, (5, 24, 24, 3), dtype=np.uint8)
+    mel = rng.normal(-40, 10, (128, 8)).astype(np.float32)
+    meta = {"clip": key.split("_w")[0], "mel_db_min": -80.0, "mel_db_max": 0.0}
+    return WindowSample(key, frames, mel, label, meta)
+
+
+def write_shards(root: Path, shards: int, per_shard: int, prefix: str = "train") -> list[Path]:
+    """Tar shards of small random samples, keys `s<shard>c<n>_w00`; returns their paths."""
+    import tarfile
+    import io
+
+    paths = []
+    for s in range(shards):
+        path = root / f"{prefix}-{s:06d}.tar"
+        with tarfile.open(path, "w") as tar:
+            for n in range(per_shard):
+                key = f"s{s}c{n}_w00"
+                for name, data in sorted(_sample(key, (s + n) % 2, s * 100 + n).encode().items()):
+                    info = tarfile.TarInfo(f"{key}.{name}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        paths.append(path)
+    return paths
+
+
+def _keys(loader) -> list[str]:
+    return [k for batch in loader for k in batch.keys]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("shards")
+    write_shards(root, shards=4, per_shard=3)
+    return root
+
+
+def _one_pass(**kw) -> LoaderConfig:
+    base = dict(batch_size=2, shuffle=False, repeat=False, drop_last=False, crop_size=224)
+    base.update(kw)
+    return LoaderConfig(**base)
+
+
+@pytest.mark.parametrize("mode", ["reference_compatible", "normalized"])
+def test_batches_match_the_reference_preparation(shards, mode):
+    url = str(shards / "train-000000.tar")
+    batch = next(iter(make_loader(url, _one_pass(input_mode=mode))))
+    assert batch.global_input.shape == (2, 3, 1120, 1120) and batch.crops.shape == (2, 15, 3, 224, 224)
+    assert batch.labels.dtype == torch.float32 and batch.keys == ["s0c0_w00", "s0c1_w00"]
+    # The same tensors as rendering the stored sample and preparing it alone.
+    sample = _sample("s0c1_w00", 1, 1)
+    sample = WindowSample.decode(sample.key, sample.encode())  # the JPEG round trip the shard went through
+    expected = prepare_inputs(render_sample(sample), mode=mode)
+    torch.testing.assert_close(batch.global_input[1:], expected.global_input, rtol=0, atol=0)
+    torch.testing.assert_close(batch.crops[1:], expected.crops, rtol=0, atol=0)
+    if mode == "reference_compatible":
+        assert batch.global_input.max() > 200  # BGR 0..255, not normalised
+    else:
+        assert batch.global_input.abs().max() < 3
+
+
+def test_device_resize_equals_collate_resize_and_small_crops(shards):
+    url = str(shards / "train-000001.tar")
+    collate = next(iter(make_loader(url, _one_pass(crop_size=64))))
+    device_cfg = _one_pass(crop_size=64, resize_on="device")
+    deferred = next(iter(make_loader(url, device_cfg)))
+    assert deferred.global_input is None and deferred.composites.shape == (2, 1000, 2500, 3)
+    global_input, crops = batch_inputs(deferred, device_cfg, "cpu")
+    assert crops.shape == (2, 15, 3, 64, 64)
+    torch.testing.assert_close(global_input, collate.global_input, rtol=0, atol=0)
+    torch.testing.assert_close(crops, collate.crops, rtol=0, atol=0)
+
+
+def test_brace_notation_lists_and_reads_every_shard(shards):
+    spec = str(shards / "train-{000000..000003}.tar")
+    assert [Path(u).name for u in expand_shards(spec)] == [f"train-{i:06d}.tar" for i in range(4)]
+    keys = _keys(make_loader(spec, _one_pass()))
+    assert sorted(keys) == sorted(f"s{s}c{n}_w00" for s in range(4) for n in range(3))
+
+
+@pytest.mark.parametrize("per_shard_split", [True, False])
+def test_ranks_and_workers_read_disjoint_parts(tmp_path, shards, per_shard_split):
+    # 4 shards over 2 ranks x 2 workers: one shard each; 2 shards: the per-sample fallback.
+    spec = str(shards / ("train-{000000..000003}.tar" if per_shard_split else "train-{000000..000001}.tar"))
+    cfg = _one_pass(num_workers=2, shuffle=True, shuffle_buffer=4, shuffle_initial=2, batch_size=1)
+    per_rank = [_keys(make_loader(spec, cfg, rank=r, world_size=2)) for r in range(2)]
+    expected = {f"s{s}c{n}_w00" for s in range(4 if per_shard_split else 2) for n in range(3)}
+    assert not set(per_rank[0]) & set(per_rank[1])
+    assert len(per_rank[0]) == len(set(per_rank[0])) and set(per_rank[0]) | set(per_rank[1]) == expected
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_truncated_shard_and_missing_field_are_skipped_and_counted(tmp_path):
+    import tarfile
+
+    write_shards(tmp_path, shards=3, per_shard=3)
+    # Shard 1 cut in the middle of its second sample; shard 2's first sample loses its mel.
+    data = (tmp_path / "train-000001.tar").read_bytes()
+    (tmp_path / "train-000001.tar").write_bytes(data[: len(data) * 5 // 10])
+    with tarfile.open(tmp_path / "train-000002.tar") as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(tmp_path / "train-000002.tar", "w") as tar:
+        import io
+
+        for info, payload in members:
+            if info.name != "s2c0_w00.mel.npy":
+                tar.addfile(info, io.BytesIO(payload))
+    handler = _Collect()
+    logging.getLogger("avlips.loader").addHandler(handler)
+    try:
+        stream = LipFDStream(str(tmp_path / "train-{000000..000002}.tar"), _one_pass(batch_size=1, crop_size=32))
+        keys = [k for batch in stream for k in batch.keys]
+    finally:
+        logging.getLogger("avlips.loader").removeHandler(handler)
+    assert {"s0c0_w00", "s0c1_w00", "s0c2_w00", "s2c1_w00", "s2c2_w00"} <= set(keys)
+    assert "s2c0_w00" not in keys
+    stats = stream.stats
+    assert stats.shard_errors == 1 and stats.skipped_samples >= 2  # the cut sample and the mel-less one
+    assert stats.samples == len(keys)
+    assert any("train-000001.tar" in m for m in handler.messages)
+    assert any("s2c0_w00" in m and "train-000002.tar" in m and "mel.npy" in m for m in handler.messages)
+
+
+def test_a_stream_restarted_from_a_cursor_continues_exactly(shards):
+    spec = str(shards / "train-{000000..000003}.tar")
+    cfg = LoaderConfig(batch_size=2, shuffle_buffer=5, shuffle_initial=3, crop_size=32, seed=7)
+    full = LipFDStream(spec, cfg)
+    batches = [b for _, b in zip(range(9), full)]  # crosses an epoch boundary (6 batches per epoch)
+    cut = 4
+    resumed = LipFDStream(spec, cfg, start={0: batches[cut - 1].cursor})
+    again = [b for _, b in zip(range(9 - cut), resumed)]
+    assert [b.keys for b in again] == [b.keys for b in batches[cut:]]
+    assert batches[7].cursor[0] == 1  # the second epoch
+    assert [b.keys for b in batches[6:9]] != [b.keys for b in batches[0:3]]  # epochs reshuffle
+
+
+def test_train_time_perturbation_is_loaded_lazily_and_applied(shards, monkeypatch):
+    calls = []
+
+    def random_perturbation(frames, key, probability, salt=0):
+        calls.append((key, probability, salt))
+        return np.zeros_like(frames), {"type": "stub", "level": 1}
+
+    monkeypatch.setitem(sys.modules, "perturbations.random_mode",
+                        types.SimpleNamespace(random_perturbation=random_perturbation))
+    url = str(shards / "train-000000.tar")
+    batch = next(iter(make_loader(url, _one_pass(perturb_probability=0.5, crop_size=32))))
+    assert calls[0] == ("s0c0_w00", 0.5, 0)
+    assert float(batch.crops.abs().max()) == 0.0  # frames replaced by the stub's black ones
+    assert batch.stats["perturbed"] == 2
