@@ -107,6 +107,69 @@ def cmd_perturb(args: argparse.Namespace, params: dict, passthrough: list[str]) 
     return 0
 
 
+def _shard_list(pattern: str | None) -> str | list[str] | None:
+    """Local glob patterns (train-*.tar) expanded, so params need not know shard counts; others as given."""
+    import glob
+
+    if pattern and "*" in pattern and "://" not in pattern and not pattern.startswith("pipe:"):
+        found = sorted(glob.glob(pattern))
+        if not found:
+            raise SystemExit(f"avlips: no shards match {pattern}")
+        return found
+    return pattern
+
+
+def cmd_train(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
+    """Train LipFD on the clean shards; write the model and metrics/train.json."""
+    from model.config import TrainConfig
+    from model.train import train
+
+    block = dict(params.get("train", {}))
+    paths = {k: block.pop(k) for k in ("train_shards", "val_shards", "model", "metrics") if k in block}
+    block.setdefault("seed", params.get("seed", 1234))
+    metrics = train(TrainConfig.from_dict(block), _shard_list(args.train_shards or paths["train_shards"]),
+                    _shard_list(args.val_shards or paths.get("val_shards")), args.model or paths.get("model", "models/lipfd.pt"),
+                    paths.get("metrics", "metrics/train.json"), resume=args.resume)
+    print(f"train: steps={metrics['steps']} val_auc={metrics['val_auc']} "
+          f"{metrics['samples_per_s']:.2f} samples/s in {metrics['seconds']:.0f}s")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
+    """Score clean and perturbed test shards; write reports/robustness.{json,md} and plots; print the table."""
+    from model.evaluate import print_table, run_evaluate
+
+    settings = params.get("evaluate", {})
+    report = run_evaluate(args.model or settings.get("model", "models/lipfd.pt"),
+                          args.clean or settings.get("clean", "data/shards/clean"),
+                          args.perturbed or settings.get("perturbed", "data/shards/perturbed"),
+                          args.out or settings.get("out", "reports"), params)
+    print(print_table(report))
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
+    """Score one video: per-window scores, the clip's fake probability and a verdict."""
+    import json
+
+    from media.errors import MediaError
+    from media.windows import WindowConfig
+    from model.detect import detect, format_detection
+    from model.evaluate import EvaluateInputError
+    from pipelines.compose import ComposeConfig
+
+    window = ComposeConfig.from_params(params).windows if params else WindowConfig()
+    checkpoint = args.checkpoint or param(params, "evaluate.model", "models/lipfd.pt")
+    try:
+        result = detect(args.video, args.audio, checkpoint, window, centred=True if args.centred else None,
+                        threshold=args.threshold)
+    except (MediaError, EvaluateInputError) as exc:
+        print(f"avlips detect: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_detection(result))
+    return 0
+
+
 def cmd_render(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
     """Render one stored sample as the reference 1000x2500 composite PNG."""
     from pipelines.render_sample import render_to_png
@@ -152,6 +215,29 @@ def build_parser() -> argparse.ArgumentParser:
                          help="shards (brace notation) or a video: write a types x levels grid PNG instead")
     perturb.add_argument("--key", help="with --preview on shards: the sample to show (default: the first)")
 
+    train = sub.add_parser("train", help="train LipFD on the shards (multi-GPU: torchrun -m model.train)")
+    train.add_argument("--train-shards", help="train shards, brace notation (default train.train_shards)")
+    train.add_argument("--val-shards", help="validation shards (default train.val_shards)")
+    train.add_argument("--model", help="where to write the model (default train.model)")
+    train.add_argument("--resume", help="a checkpoint to resume from, or 'auto' for the latest")
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="robustness report on the clean and perturbed test shards")
+    evaluate.add_argument("--model", help="checkpoint (ours or the released LipFD file; default evaluate.model)")
+    evaluate.add_argument("--clean", help="clean shard directory (default evaluate.clean)")
+    evaluate.add_argument("--perturbed", help="perturbed shard directory (default evaluate.perturbed)")
+    evaluate.add_argument("--out", help="report directory (default evaluate.out)")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    detect = sub.add_parser("detect", help="score one video")
+    detect.add_argument("video")
+    detect.add_argument("--audio", help="audio to pair with the video (default: its own track)")
+    detect.add_argument("--checkpoint", help="model (ours or the released LipFD file; default evaluate.model)")
+    detect.add_argument("--centred", action="store_true", help="the video is already a face crop: use whole frames")
+    detect.add_argument("--threshold", type=float, default=0.5, help="probability above which the verdict is fake")
+    detect.add_argument("--json", action="store_true", help="print JSON")
+    detect.set_defaults(handler=cmd_detect)
+
     render = sub.add_parser("render", help="render a stored sample in the reference layout")
     render.add_argument("--shards", required=True, help="shard paths, brace notation allowed")
     render.add_argument("--key", required=True, help="the sample's __key__")
@@ -192,9 +278,11 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.failures import StageFailed
         from pipelines.perturb import PerturbInputError
         from pipelines.sources import SourceError
+        from model.evaluate import EvaluateInputError
         from pipelines.synthesize import SynthesizeInputError
 
-        if isinstance(exc, (StageFailed, SourceError, DenoiseInputError, PerturbInputError, SynthesizeInputError)):
+        if isinstance(exc, (StageFailed, SourceError, DenoiseInputError, PerturbInputError, SynthesizeInputError,
+                            EvaluateInputError)):
             print(f"avlips {args.command}: {exc}", file=sys.stderr)
             return 1
         raise
