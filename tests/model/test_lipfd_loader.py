@@ -13,8 +13,13 @@ import torch
 
 from media.render import render_sample
 from media.sample import WindowSample
+from model import loader as loader_module
 from model.inputs import prepare_inputs
-from model.loader import LipFDStream, LoaderConfig, batch_inputs, expand_shards, make_loader
+from model.loader import LipFDStream, LoaderConfig, batch_inputs, composite_inputs, expand_shards, make_loader
+
+# The CPU fast path (numba kernels of torch's bilinear formula) against torch itself: torch's own CPU
+# results move by up to ~5e-5 (0..255 scale) between 1 and 2 threads, so "equal" means within these.
+ATOL = {"reference_compatible": 1e-4, "normalized": 2e-6}
 
 
 def _sample(key: str, label: int, seed: int) -> WindowSample:
@@ -71,8 +76,8 @@ def test_batches_match_the_reference_preparation(shards, mode):
     sample = _sample("s0c1_w00", 1, 1)
     sample = WindowSample.decode(sample.key, sample.encode())  # the JPEG round trip the shard went through
     expected = prepare_inputs(render_sample(sample), mode=mode)
-    torch.testing.assert_close(batch.global_input[1:], expected.global_input, rtol=0, atol=0)
-    torch.testing.assert_close(batch.crops[1:], expected.crops, rtol=0, atol=0)
+    torch.testing.assert_close(batch.global_input[1:], expected.global_input, rtol=0, atol=ATOL[mode])
+    torch.testing.assert_close(batch.crops[1:], expected.crops, rtol=0, atol=ATOL[mode])
     if mode == "reference_compatible":
         assert batch.global_input.max() > 200  # BGR 0..255, not normalised
     else:
@@ -176,3 +181,58 @@ def test_train_time_perturbation_is_loaded_lazily_and_applied(shards, monkeypatc
     assert calls[0] == ("s0c0_w00", 0.5, 0)
     assert float(batch.crops.abs().max()) == 0.0  # frames replaced by the stub's black ones
     assert batch.stats["perturbed"] == 2
+
+
+def _composites(count: int, side: int, seed: int) -> np.ndarray:
+    """Rendered composites of random windows with side x side frames (RGB uint8, (count, 1000, 2500, 3))."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in range(count):
+        frames = rng.integers(0, 256, (5, side, side, 3), dtype=np.uint8)
+        mel = rng.normal(-40, 10, (128, 9)).astype(np.float32)
+        out.append(render_sample(WindowSample(f"c{n}", frames, mel, 0, {"mel_db_min": -80.0, "mel_db_max": 0.0})))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("mode", ["reference_compatible", "normalized"])
+def test_cpu_fast_path_equals_prepare_inputs(mode, threads):
+    assert loader_module._fast_available()  # numba is installed here: the fast path must be the one tested
+    composites = _composites(2, 500, seed=threads)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        expected = prepare_inputs(composites, mode=mode)
+        for crop_size in (224, 64):
+            cfg = LoaderConfig(input_mode=mode, crop_size=crop_size)
+            global_input, crops = composite_inputs(torch.from_numpy(composites), cfg, "cpu")
+            assert global_input.shape == (2, 3, 1120, 1120) and global_input.dtype == torch.float32
+            assert crops.shape == (2, 15, 3, crop_size, crop_size) and crops.is_contiguous()
+            torch.testing.assert_close(global_input, expected.global_input, rtol=0, atol=ATOL[mode])
+            want = expected.crops
+            if crop_size != 224:
+                want = torch.nn.functional.interpolate(want.flatten(0, 1), size=(crop_size, crop_size), mode="bilinear",
+                                                       align_corners=False).reshape(2, 15, 3, crop_size, crop_size)
+            torch.testing.assert_close(crops, want, rtol=0, atol=ATOL[mode])
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_composite_inputs_falls_back_to_torch(monkeypatch):
+    composites = torch.from_numpy(_composites(1, 64, seed=5))
+    cfg = LoaderConfig(crop_size=224)
+    monkeypatch.setitem(loader_module._fast_state, "ok", False)  # as if the first-use check had failed
+    global_input, crops = composite_inputs(composites, cfg, "cpu")
+    expected = prepare_inputs(composites)
+    torch.testing.assert_close(global_input, expected.global_input, rtol=0, atol=0)
+    torch.testing.assert_close(crops, expected.crops, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("side", [(24, 24), (500, 500), (360, 640)])
+def test_loader_render_equals_media_render(side):
+    rng = np.random.default_rng(side[0])
+    for span in ((-80.0, 0.0), (-20.0, -20.0)):
+        frames = rng.integers(0, 256, (5, *side, 3), dtype=np.uint8)
+        sample = WindowSample("k", frames, rng.normal(-40, 10, (128, 7)).astype(np.float32), 1,
+                              {"mel_db_min": span[0], "mel_db_max": span[1]})
+        assert np.array_equal(loader_module._render(sample), render_sample(sample))
