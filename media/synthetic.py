@@ -39,9 +39,9 @@ def make_persona(name: str, seed: int) -> Persona:
         hair=hair,
         background=background,
         pitch_hz=float(rng.uniform(95, 240)),
-        syllable_rate_hz=float(rng.uniform(3.0, 5.5)),
+        syllable_rate_hz=float(rng.uniform(3.5, 5.5)),
         face_width=float(rng.uniform(0.52, 0.62)),
-        mouth_width=float(rng.uniform(0.32, 0.42)),
+        mouth_width=float(rng.uniform(0.42, 0.5)),
     )
 
 
@@ -65,20 +65,31 @@ def speech_like_audio(persona: Persona, duration: float, sample_rate: int, seed:
 
 def syllable_envelope(rate_hz: float, duration: float, sample_rate: int,
                       rng: np.random.Generator) -> np.ndarray:
-    """A 0..1 loudness envelope: syllables of random length and strength, with pauses."""
+    """A 0..1 loudness envelope: syllables with short ramps and clear gaps, and a few pauses.
+
+    Syllables are flat-topped (ramps of ~20 ms) and separated by silent gaps, so that a 0.2 s LipFD
+    window usually holds an onset or an offset: the mouth's opening and closing is then visible in
+    five frames, and so is a mismatch with someone else's speech.
+    """
     n = int(round(duration * sample_rate))
     envelope = np.zeros(n, dtype=np.float64)
+    ramp = max(1, int(0.02 * sample_rate))
     position = rng.uniform(0.05, 0.2)
     while position < duration:
-        length = rng.uniform(0.6, 1.4) / rate_hz
-        if rng.random() < 0.18:  # a pause between phrases
-            position += rng.uniform(0.25, 0.6)
+        if rng.random() < 0.08:  # a pause between phrases
+            position += rng.uniform(0.25, 0.5)
             continue
+        length = rng.uniform(0.45, 0.8) / rate_hz
         start, stop = int(position * sample_rate), min(n, int((position + length) * sample_rate))
         if stop > start:
-            envelope[start:stop] = np.maximum(envelope[start:stop],
-                                              rng.uniform(0.5, 1.0) * np.hanning(stop - start))
-        position += length * rng.uniform(0.9, 1.2)
+            shape = np.ones(stop - start)
+            edge = min(ramp, (stop - start) // 2)
+            if edge:
+                rise = 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, edge))
+                shape[:edge] = rise
+                shape[len(shape) - edge:] = rise[::-1]
+            envelope[start:stop] = np.maximum(envelope[start:stop], rng.uniform(0.7, 1.0) * shape)
+        position += length + rng.uniform(0.4, 0.8) / rate_hz  # the gap before the next syllable
     return envelope
 
 
@@ -144,14 +155,14 @@ def render_face(persona: Persona, size: int, mouth_open: float, head_shift: tupl
     cv2.fillConvexPoly(frame, nose, darker, cv2.LINE_AA, shift)
     mouth_y = cy + face_h * 0.25
     mouth_w = face_w * persona.mouth_width / 2
-    opening = face_h * (0.012 + 0.11 * float(np.clip(mouth_open, 0, 1)))
+    opening = face_h * (0.01 + 0.15 * float(np.clip(mouth_open, 0, 1)))
     lips = tuple(int(v) for v in (np.array(persona.skin) * np.array([0.75, 0.45, 0.45])))
     cv2.ellipse(frame, pt(cx, mouth_y), axes(mouth_w + face_w * 0.02, opening + face_h * 0.025), 0, 0, 360,
                 lips, -1, cv2.LINE_AA, shift)
-    cv2.ellipse(frame, pt(cx, mouth_y), axes(mouth_w, opening), 0, 0, 360, (60, 20, 25), -1,
+    cv2.ellipse(frame, pt(cx, mouth_y), axes(mouth_w, opening), 0, 0, 360, (35, 10, 15), -1,
                 cv2.LINE_AA, shift)
-    if mouth_open > 0.25:  # teeth show when the mouth is open
-        cv2.ellipse(frame, pt(cx, mouth_y - opening * 0.55), axes(mouth_w * 0.7, opening * 0.3), 0, 0, 360,
+    if mouth_open > 0.25:  # teeth show when the mouth is open (a thin row: the open mouth stays dark)
+        cv2.ellipse(frame, pt(cx, mouth_y - opening * 0.75), axes(mouth_w * 0.6, opening * 0.15), 0, 0, 360,
                     (235, 235, 230), -1, cv2.LINE_AA, shift)
     return frame
 

@@ -43,6 +43,10 @@ VIT_CONFIGS: dict[str, ViTConfig] = {
     "clip-vit-l14": ViTConfig(image_size=224, patch_size=14, width=1024, layers=24, heads=16, output_dim=768),
     # Small enough for CPU tests and benchmarks: 7x7 patches, two narrow blocks.
     "vit-tiny": ViTConfig(image_size=224, patch_size=32, width=64, layers=2, heads=4, output_dim=64),
+    # CPU demo training: 14x14 patches of 16 pixels, so a mouth in the 45-pixel-wide frames of the
+    # global view lies within one or two tokens, and the mel column above it in the same token column.
+    "vit-tiny-p16": ViTConfig(image_size=224, patch_size=16, width=64, layers=2, heads=4, output_dim=64),
+    "vit-small-p16": ViTConfig(image_size=224, patch_size=16, width=128, layers=3, heads=4, output_dim=128),
 }
 
 
