@@ -122,3 +122,30 @@ def test_detect_cli_exit_codes(built, tmp_path):
     bad = subprocess.run(base + ["detect", str(tmp_path / "bad.mp4"), "--checkpoint", str(root / "model.pt")],
                          capture_output=True, text=True, env=env)
     assert bad.returncode == 1 and "bad.mp4" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_detect_with_a_checkpoint_in_the_released_format(built, tmp_path):
+    """The released LipFD file format (CLIP ViT-L/14 + ResNet-50, text tower included) scores a video."""
+    from model.detect import detect
+
+    listing = REPO.parent / "shared" / "reference" / "lipfd_state_dict.tsv"
+    if not listing.exists():
+        pytest.skip(f"{listing} not found")
+    _, clips = built
+    torch.manual_seed(0)
+    model = build_lipfd(LipFDConfig(encoder="clip-vit-l14", backbone="resnet50"))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    for line in listing.read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, shape = line.split("\t")
+            if key not in state:  # the CLIP text tower, which detection does not use
+                dims = () if shape == "scalar" else tuple(int(d) for d in shape.split("x"))
+                state[key] = torch.zeros(dims)
+    del model
+    torch.save({"model": state, "optimizer": {}, "total_steps": 1}, tmp_path / "released.pth")
+    del state
+    result = detect(str(clips[0]), checkpoint=str(tmp_path / "released.pth"),
+                    window=WindowConfig(n_windows=2, frame_size=64), centred=True, batch_size=2)
+    assert "reference" in result.model and len(result.windows) == 2
+    assert all(0.0 <= w["score"] <= 1.0 for w in result.windows)
