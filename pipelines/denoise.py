@@ -27,6 +27,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
 from pipelines import storage
+from pipelines.progress import WorkerProgress
 from pipelines.beam_options import pipeline_options
 from pipelines.failures import SCHEMA as FAILURE_SCHEMA
 from pipelines.failures import Failure, check_threshold, failure_rows
@@ -37,7 +38,6 @@ log = logging.getLogger("avlips.denoise")
 # Keys of params.yaml's `denoise` section that belong to the stage, not to the denoiser.
 STAGE_KEYS = ("out", "min_duration_s", "min_rms", "max_failure_fraction")
 STAGE_DEFAULTS = {"min_duration_s": 0.2, "min_rms": 1e-4, "max_failure_fraction": 0.5}
-_PROGRESS_EVERY = 25  # clips between progress lines of one worker
 
 AUDIO_SCHEMA = pa.schema([
     ("clip_id", pa.string()), ("path", pa.string()), ("source_path", pa.string()),
@@ -47,7 +47,7 @@ AUDIO_SCHEMA = pa.schema([
     ("params_hash", pa.string()), ("params", pa.string()),
 ])
 
-_progress = {"done": 0, "failed": 0, "started": 0.0}
+_progress = WorkerProgress("denoise", "clips", every=25)  # per worker process
 
 
 class DenoiseInputError(ValueError):
@@ -107,8 +107,7 @@ def denoise_clip(clip: dict, out_dir: str, settings: dict, stage: dict) -> dict:
     from media.errors import MediaError
     from media.io import read_audio
 
-    if not _progress["started"]:
-        _progress["started"] = time.time()
+    _progress.start()
     source, kind = _source_of(clip)
     clip_id = str(clip["clip_id"])
     params_hash = settings_hash(settings)
@@ -116,7 +115,7 @@ def denoise_clip(clip: dict, out_dir: str, settings: dict, stage: dict) -> dict:
         reused = _finished_row(out_dir, clip_id, source, params_hash)
         if reused is not None:
             Metrics.counter(STAGE, "reused").inc()
-            return _count({"audio": reused})
+            return _progress.count({"audio": reused})
         rate = settings["sample_rate"]
         audio = read_audio(source, rate, mono=True)
         check_speech_audio(audio, rate, source, stage["min_duration_s"], stage["min_rms"])
@@ -142,18 +141,7 @@ def denoise_clip(clip: dict, out_dir: str, settings: dict, stage: dict) -> dict:
         result = {"failure": Failure(source, STAGE, type(exc).__name__, f"{source}: {exc}").to_row()}
     if "failure" in result:
         Metrics.counter(STAGE, "failed").inc()
-    return _count(result)
-
-
-def _count(result: dict) -> dict:
-    """Count a finished clip for this worker's progress line; return the result unchanged."""
-    _progress["done"] += 1
-    _progress["failed"] += "failure" in result
-    if _progress["done"] % _PROGRESS_EVERY == 0:
-        elapsed = max(time.time() - _progress["started"], 1e-6)
-        log.info("denoise: %d clips done in this worker (%.1f/s), %d failed", _progress["done"],
-                 _progress["done"] / elapsed, _progress["failed"])
-    return result
+    return _progress.count(result)
 
 
 def write_manifests(results: list[dict], out_dir: str, params_hash: str, extra_failures: list[dict]) -> dict:

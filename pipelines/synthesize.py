@@ -46,6 +46,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from generators.base import IMAGE
 from generators.registry_cli import STAGE_KEYS as GENERATOR_STAGE_KEYS
 from pipelines import storage
+from pipelines.progress import WorkerProgress
 from pipelines.beam_options import pipeline_options
 from pipelines.failures import SCHEMA as FAILURE_SCHEMA
 from pipelines.failures import Failure, check_threshold, failure_rows
@@ -69,8 +70,7 @@ STAGE_DEFAULTS: dict[str, Any] = {
     "face_sample_frames": 16,
     "max_failure_fraction": 0.5,
 }
-_PROGRESS_EVERY = 10  # fakes between progress lines of one worker
-_progress = {"done": 0, "failed": 0, "started": 0.0}
+_progress = WorkerProgress("synthesize", "fakes", every=10)  # per worker process
 _generators: dict[str, Any] = {}  # per worker process: loaded generator (or the error that stopped it), by spec
 
 
@@ -319,8 +319,7 @@ def check_driving(path: str, min_seconds: float, silence_dbfs: float, sample_rat
 
 def make_fakes(item: dict, out_dir: str, stage: dict, specs: dict[str, dict]) -> list[dict]:
     """Every planned fake of one target clip: records {'fake': row} or {'failure': row}, with 'generator'."""
-    if not _progress["started"]:
-        _progress["started"] = time.time()
+    _progress.start()
     clip, results, todo = item["clip"], [], []
     for fake in item["fakes"]:
         try:
@@ -336,7 +335,7 @@ def make_fakes(item: dict, out_dir: str, stage: dict, specs: dict[str, dict]) ->
         with tempfile.TemporaryDirectory(prefix="avlips-synth-") as scratch:
             results += _make_todo(clip, todo, out_dir, stage, specs, scratch)
     for result in results:
-        _count(result)
+        _progress.count(result)
     return results
 
 
@@ -438,17 +437,6 @@ def _make_one(clip: dict, fake: dict, spec: dict, video: str, facts: dict | None
     # Written after the video: its presence says the video is complete.
     storage.write_bytes(sidecar, (json.dumps(record, indent=2, sort_keys=True, default=str) + "\n").encode())
     return {"generator": spec["name"], "fake": row}
-
-
-def _count(result: dict) -> dict:
-    """Count a finished fake for this worker's progress line."""
-    _progress["done"] += 1
-    _progress["failed"] += "failure" in result
-    if _progress["done"] % _PROGRESS_EVERY == 0:
-        elapsed = max(time.time() - _progress["started"], 1e-6)
-        log.info("synthesize: %d fakes done in this worker (%.2f/s), %d failed", _progress["done"],
-                 _progress["done"] / elapsed, _progress["failed"])
-    return result
 
 
 # ----------------------------------------------------------------------------------------------
