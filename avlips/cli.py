@@ -107,28 +107,16 @@ def cmd_perturb(args: argparse.Namespace, params: dict, passthrough: list[str]) 
     return 0
 
 
-def _shard_list(pattern: str | None) -> str | list[str] | None:
-    """Local glob patterns (train-*.tar) expanded, so params need not know shard counts; others as given."""
-    import glob
-
-    if pattern and "*" in pattern and "://" not in pattern and not pattern.startswith("pipe:"):
-        found = sorted(glob.glob(pattern))
-        if not found:
-            raise SystemExit(f"avlips: no shards match {pattern}")
-        return found
-    return pattern
-
-
 def cmd_train(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
     """Train LipFD on the clean shards; write the model and metrics/train.json."""
     from model.config import TrainConfig
-    from model.train import train
+    from model.train import expand_shard_pattern, train
 
     block = dict(params.get("train", {}))
     paths = {k: block.pop(k) for k in ("train_shards", "val_shards", "model", "metrics") if k in block}
     block.setdefault("seed", params.get("seed", 1234))
-    metrics = train(TrainConfig.from_dict(block), _shard_list(args.train_shards or paths["train_shards"]),
-                    _shard_list(args.val_shards or paths.get("val_shards")), args.model or paths.get("model", "models/lipfd.pt"),
+    metrics = train(TrainConfig.from_dict(block), expand_shard_pattern(args.train_shards or paths["train_shards"]),
+                    expand_shard_pattern(args.val_shards or paths.get("val_shards")), args.model or paths.get("model", "models/lipfd.pt"),
                     paths.get("metrics", "metrics/train.json"), resume=args.resume)
     print(f"train: steps={metrics['steps']} val_auc={metrics['val_auc']} "
           f"{metrics['samples_per_s']:.2f} samples/s in {metrics['seconds']:.0f}s")

@@ -377,6 +377,18 @@ def _fmt(value: float | None) -> str:
 # ------------------------------------------------------------------------------------------ command line
 
 
+def expand_shard_pattern(pattern: str | Sequence[str] | None) -> str | list[str] | None:
+    """Local glob patterns (train-*.tar) expanded, so params need not know shard counts; others as given."""
+    import glob
+
+    if isinstance(pattern, str) and "*" in pattern and "://" not in pattern and not pattern.startswith("pipe:"):
+        found = sorted(glob.glob(pattern))
+        if not found:
+            raise SystemExit(f"avlips: no shards match {pattern}")
+        return found
+    return pattern
+
+
 def _parse_value(text: str) -> Any:
     import yaml
 
@@ -389,10 +401,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="model.train", description=main.__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--train-shards", required=True, help="paths or URLs, brace notation")
-    parser.add_argument("--val-shards", default="")
-    parser.add_argument("--model", default="models/lipfd.pt")
-    parser.add_argument("--metrics", default="metrics/train.json")
+    parser.add_argument("--train-shards", help="paths or URLs, brace notation (default train.train_shards)")
+    parser.add_argument("--val-shards", help="validation shards (default train.val_shards)")
+    parser.add_argument("--model", help="where to write the model (default train.model)")
+    parser.add_argument("--metrics", help="where to write the metrics (default train.metrics)")
     parser.add_argument("--checkpoint-dir", default=None)
     parser.add_argument("--resume", default=None, help="a checkpoint, or 'auto' for the last one")
     parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
@@ -405,12 +417,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     for item in args.set:
         key, _, value = item.partition("=")
         block[key.removeprefix("train.")] = _parse_value(value)
-    metrics = train(TrainConfig.from_dict(block), args.train_shards, args.val_shards or None, args.model,
-                    args.metrics, args.checkpoint_dir, args.resume)
+    # Paths are the stage's, not the training config's: the command line wins over params.yaml.
+    paths = {key: block.pop(key, None) for key in ("train_shards", "val_shards", "model", "metrics")}
+    train_shards = args.train_shards or paths["train_shards"]
+    if not train_shards:
+        parser.error("no train shards: pass --train-shards or set train.train_shards in the params file")
+    train_shards = expand_shard_pattern(train_shards)
+    val_shards = expand_shard_pattern(args.val_shards if args.val_shards is not None else paths["val_shards"] or "")
+    model_path = args.model or paths["model"] or "models/lipfd.pt"
+    metrics_path = args.metrics or paths["metrics"] or "metrics/train.json"
+    metrics = train(TrainConfig.from_dict(block), train_shards, val_shards or None, model_path,
+                    metrics_path, args.checkpoint_dir, args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"train: steps={metrics['steps']} final_loss={_fmt(metrics['final_loss'])} "
               f"val_auc={_fmt(metrics['val_auc'])} val_acc={_fmt(metrics['val_acc'])} "
-              f"{metrics['samples_per_s']:.2f} samples/s in {metrics['seconds']:.0f}s -> {args.model}")
+              f"{metrics['samples_per_s']:.2f} samples/s in {metrics['seconds']:.0f}s -> {model_path}")
     return 0
 
 

@@ -140,3 +140,23 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
     assert all(a >= b for a, b in zip(factors[3:], factors[4:]))
     assert factors[20] == pytest.approx(0.1)
+
+
+def test_module_entry_point_reads_paths_and_globs_from_a_params_file_like_the_repos(tmp_path, shard_spec):
+    # `torchrun -m model.train` reads params.yaml, whose train block also holds the stage's paths.
+    import yaml
+
+    from model.train import main
+
+    shard_dir = Path(shard_spec).parent
+    block = {k: v for k, v in _config(steps=2).to_dict().items()}
+    block.update(train_shards=str(shard_dir / "train-*.tar"), val_shards=str(shard_dir / "train-000000.tar"),
+                 model=str(tmp_path / "m.pt"), metrics=str(tmp_path / "metrics.json"))
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"seed": 3, "train": block}))
+    assert main(["--params", str(params), "-S", "steps=1", "-S", "warmup_steps=0"]) == 0
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["steps"] == 1 and written["val_samples"] == 4
+    assert load_checkpoint(tmp_path / "m.pt", restore_rng=False).step == 1
+    with pytest.raises(SystemExit, match="no shards match"):
+        main(["--params", str(params), "--train-shards", str(tmp_path / "none-*.tar")])
