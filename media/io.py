@@ -14,6 +14,8 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -29,11 +31,6 @@ from media.errors import (
     TruncatedMedia,
     UnreadableFile,
 )
-
-
-# Decoding stops skipping unreferenced frames this many frames before a wanted one, well past
-# any codec's reorder depth, so the wanted frame itself is always decoded.
-_SKIP_MARGIN_FRAMES = 16
 
 
 @dataclass(frozen=True)
@@ -143,96 +140,115 @@ def _video_stream(container: av.container.InputContainer, path: str) -> av.video
     return streams[0]
 
 
-@functools.lru_cache(maxsize=256)
-def _frame_index_cached(path: str, size: int, mtime_ns: int) -> _FrameIndex:
-    container = _open(path)
+# Scanned frame indexes by (path, size, mtime): a file is demuxed once however often it is opened.
+_INDEX_CACHE: OrderedDict[tuple[str, int, int], _FrameIndex] = OrderedDict()
+_INDEX_CACHE_SIZE = 256
+_INDEX_LOCK = threading.Lock()
+
+
+def _scan_index(container: av.container.InputContainer, path: str) -> _FrameIndex:
+    """Demux every video packet of an open container (no decoding) into a _FrameIndex."""
+    stream = _video_stream(container, path)
+    pts: list[int] = []
+    keys: list[bool] = []
     try:
-        stream = _video_stream(container, path)
-        pts: list[int] = []
-        keys: list[bool] = []
-        try:
-            for packet in container.demux(stream):
-                if packet.size == 0 or packet.pts is None:
-                    continue
-                pts.append(packet.pts)
-                keys.append(bool(packet.is_keyframe))
-        except av.error.FFmpegError as exc:
-            if not pts:
-                raise TruncatedMedia(path, f"no readable video packets ({exc})") from exc
-            # A truncated tail: keep the packets read so far, they are decodable.
+        for packet in container.demux(stream):
+            if packet.size == 0 or packet.pts is None:
+                continue
+            pts.append(packet.pts)
+            keys.append(bool(packet.is_keyframe))
+    except av.error.FFmpegError as exc:
         if not pts:
-            raise NoFrames(path, "video stream has no frames")
-        order = np.argsort(np.asarray(pts, dtype=np.int64), kind="stable")
-        pts_sorted = np.asarray(pts, dtype=np.int64)[order]
-        keyframe = np.asarray(keys, dtype=bool)[order]
-        time_base = float(stream.time_base)
-        if len(pts_sorted) > 1:
-            last_step = float(np.median(np.diff(pts_sorted[-min(len(pts_sorted), 10):])))
-        else:
-            rate = float(stream.average_rate or stream.base_rate or 25)
-            last_step = 1.0 / rate / time_base
-        duration = float(pts_sorted[-1] - pts_sorted[0] + last_step) * time_base
-        container.seek(int(pts_sorted[0]), stream=stream, backward=True)
-        rotation = _rotation_of(stream, container)
-        return _FrameIndex(pts_sorted, keyframe, time_base, duration, rotation, int(stream.frames or 0))
-    finally:
-        container.close()
+            raise TruncatedMedia(path, f"no readable video packets ({exc})") from exc
+        # A truncated tail: keep the packets read so far, they are decodable.
+    if not pts:
+        raise NoFrames(path, "video stream has no frames")
+    order = np.argsort(np.asarray(pts, dtype=np.int64), kind="stable")
+    pts_sorted = np.asarray(pts, dtype=np.int64)[order]
+    keyframe = np.asarray(keys, dtype=bool)[order]
+    time_base = float(stream.time_base)
+    if len(pts_sorted) > 1:
+        last_step = float(np.median(np.diff(pts_sorted[-min(len(pts_sorted), 10):])))
+    else:
+        rate = float(stream.average_rate or stream.base_rate or 25)
+        last_step = 1.0 / rate / time_base
+    duration = float(pts_sorted[-1] - pts_sorted[0] + last_step) * time_base
+    container.seek(int(pts_sorted[0]), stream=stream, backward=True)
+    rotation = _rotation_of(stream, container)
+    return _FrameIndex(pts_sorted, keyframe, time_base, duration, rotation, int(stream.frames or 0))
 
 
-def _frame_index(path: str | os.PathLike) -> _FrameIndex:
+def _frame_index(path: str | os.PathLike, container: av.container.InputContainer | None = None) -> _FrameIndex:
+    """The file's frame index, scanned on first use with `container` (an open one of that file) or its own."""
     path = str(path)
     _check_readable(path)
     stat = os.stat(path)
-    return _frame_index_cached(path, stat.st_size, stat.st_mtime_ns)
+    key = (path, stat.st_size, stat.st_mtime_ns)
+    with _INDEX_LOCK:
+        index = _INDEX_CACHE.get(key)
+        if index is not None:
+            _INDEX_CACHE.move_to_end(key)
+            return index
+    if container is None:
+        with _open(path) as own:
+            index = _scan_index(own, path)
+    else:
+        index = _scan_index(container, path)
+    with _INDEX_LOCK:
+        _INDEX_CACHE[key] = index
+        while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
+            _INDEX_CACHE.popitem(last=False)
+    return index
+
+
+def _video_info(path: str, container: av.container.InputContainer, index: _FrameIndex) -> VideoInfo:
+    """VideoInfo from an open container's stream headers and the file's frame index."""
+    stream = _video_stream(container, path)
+    rotation = index.rotation
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if width <= 0 or height <= 0:
+        raise NotAVideo(path, f"video stream has no picture size ({width}x{height})")
+    if rotation in (90, 270):
+        width, height = height, width
+    frames = len(index.pts)
+    if index.declared_frames > frames:
+        raise TruncatedMedia(path, f"container declares {index.declared_frames} frames, "
+                                   f"only {frames} are in the file")
+    if index.duration <= 0:
+        raise NoFrames(path, "zero duration")
+    steps = np.diff(index.pts)
+    vfr = bool(len(steps) > 1 and (steps.max() - steps.min()) > 0.1 * max(1.0, float(np.median(steps))))
+    nominal = float(stream.base_rate or stream.average_rate or 0.0)
+    audio = _audio_stream(container)
+    audio_duration = 0.0
+    if audio is not None and audio.duration is not None:
+        audio_duration = float(audio.duration * audio.time_base)
+    elif audio is not None and container.duration:
+        audio_duration = container.duration / av.time_base
+    return VideoInfo(
+        path=path,
+        width=int(width),
+        height=int(height),
+        fps=frames / index.duration,
+        nominal_fps=nominal,
+        frames=frames,
+        duration=index.duration,
+        rotation=rotation,
+        codec=stream.codec_context.name,
+        variable_frame_rate=vfr,
+        has_audio=audio is not None,
+        audio_rate=int(audio.rate) if audio is not None else 0,
+        audio_channels=int(audio.channels) if audio is not None else 0,
+        audio_codec=audio.codec_context.name if audio is not None else "",
+        audio_duration=audio_duration,
+    )
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
     """Streams, frame rate, frame count, duration, rotation and audio facts of a video file."""
     path = str(path)
-    index = _frame_index(path)
-    container = _open(path)
-    try:
-        stream = _video_stream(container, path)
-        rotation = index.rotation
-        width, height = stream.codec_context.width, stream.codec_context.height
-        if width <= 0 or height <= 0:
-            raise NotAVideo(path, f"video stream has no picture size ({width}x{height})")
-        if rotation in (90, 270):
-            width, height = height, width
-        frames = len(index.pts)
-        if index.declared_frames > frames:
-            raise TruncatedMedia(path, f"container declares {index.declared_frames} frames, "
-                                       f"only {frames} are in the file")
-        if index.duration <= 0:
-            raise NoFrames(path, "zero duration")
-        steps = np.diff(index.pts)
-        vfr = bool(len(steps) > 1 and (steps.max() - steps.min()) > 0.1 * max(1.0, float(np.median(steps))))
-        nominal = float(stream.base_rate or stream.average_rate or 0.0)
-        audio = _audio_stream(container)
-        audio_duration = 0.0
-        if audio is not None and audio.duration is not None:
-            audio_duration = float(audio.duration * audio.time_base)
-        elif audio is not None and container.duration:
-            audio_duration = container.duration / av.time_base
-        return VideoInfo(
-            path=path,
-            width=int(width),
-            height=int(height),
-            fps=frames / index.duration,
-            nominal_fps=nominal,
-            frames=frames,
-            duration=index.duration,
-            rotation=rotation,
-            codec=stream.codec_context.name,
-            variable_frame_rate=vfr,
-            has_audio=audio is not None,
-            audio_rate=int(audio.rate) if audio is not None else 0,
-            audio_channels=int(audio.channels) if audio is not None else 0,
-            audio_codec=audio.codec_context.name if audio is not None else "",
-            audio_duration=audio_duration,
-        )
-    finally:
-        container.close()
+    with _open(path) as container:
+        return _video_info(path, container, _frame_index(path, container))
 
 
 def frame_times(path: str | os.PathLike) -> np.ndarray:
@@ -246,15 +262,22 @@ def _audio_stream(container: av.container.InputContainer):
     return streams[0] if streams else None
 
 
-def _to_rgb(frame: av.VideoFrame, rotation: int, size: tuple[int, int] | None) -> np.ndarray:
-    array = frame.to_ndarray(format="rgb24")
+def _to_rgb(frame: av.VideoFrame, rotation: int, size: tuple[int, int] | None, interpolation: str = "area",
+            out: np.ndarray | None = None) -> np.ndarray:
+    """A decoded frame as upright RGB, resized to `size` (width, height) into `out` when given."""
+    # One swscale thread: callers parallelise by process, and the benchmark counts one core.
+    array = frame.to_ndarray(format="rgb24", threads=1)
     if rotation:
         # np.rot90 turns counter-clockwise; a clockwise display rotation needs negative turns.
         array = np.ascontiguousarray(np.rot90(array, k=-(rotation // 90)))
-    if size is not None:
+    if size is not None and (array.shape[1], array.shape[0]) != tuple(size):
         import cv2
 
-        array = cv2.resize(array, size, interpolation=cv2.INTER_AREA)
+        flag = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR}[interpolation]
+        return cv2.resize(array, tuple(size), dst=out, interpolation=flag)
+    if out is not None:
+        out[...] = array
+        return out
     return array
 
 
@@ -262,20 +285,33 @@ class FrameReader:
     """An open video that serves frame indices in any order, decoding as little as it can.
 
     Seeks only when the keyframe before the wanted frame lies past the current position (then
-    seeking skips decoding); otherwise it decodes forward. Keeps the container open between
-    calls, so reading a clip's windows one after another costs one open and one pass at most.
+    seeking skips decoding); otherwise it decodes forward. Frames that no other frame references
+    are decoded only when asked for (now, or later as announced with `will_read`). Keeps the
+    container open between calls, so reading a clip's windows one after another costs one open
+    and one pass at most. `size` (width, height) resizes with OpenCV's `interpolation` ("area" or
+    "linear") straight into the returned array.
     """
 
-    def __init__(self, path: str | os.PathLike, size: tuple[int, int] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, size: tuple[int, int] | None = None,
+                 interpolation: str = "area") -> None:
         self.path = str(path)
-        self.index = _frame_index(self.path)
         self.size = size
-        self._pts_to_pos = {int(p): n for n, p in enumerate(self.index.pts)}
+        self.interpolation = interpolation
         self._container = _open(self.path)
-        self._stream = _video_stream(self._container, self.path)
-        self._stream.thread_type = "AUTO"
-        self._decoder: Iterator[av.VideoFrame] | None = None
+        try:
+            self._stream = _video_stream(self._container, self.path)
+            self._stream.thread_type = "AUTO"  # before the index scan opens the decoder
+            self.index = _frame_index(self.path, self._container)
+        except BaseException:
+            self._container.close()
+            raise
+        self._pts_to_pos = {int(p): n for n, p in enumerate(self.index.pts)}
+        self._frames: Iterator[tuple[int, av.VideoFrame]] | None = None
         self._position = -1  # index of the last frame decoded
+        self._wanted: set[int] = set()  # frames decoded even when nothing references them
+        self._planned: set[int] | None = None  # every frame callers will ask for, when announced
+        self._last_target = -1
+        self._skipping = True
 
     def __enter__(self) -> "FrameReader":
         return self
@@ -287,8 +323,37 @@ class FrameReader:
         """Release the container."""
         self._container.close()
 
-    def _set_skip(self, skip: bool) -> None:
-        self._stream.codec_context.skip_frame = "NONREF" if skip else "DEFAULT"
+    @functools.cached_property
+    def info(self) -> VideoInfo:
+        """What probe() says of this file, from the open container."""
+        return _video_info(self.path, self._container, self.index)
+
+    def will_read(self, indices: Iterable[int]) -> None:
+        """Announce frames later reads will ask for, so decoding never skips them on the way."""
+        self._planned = {int(i) for i in indices}
+
+    def _decoded(self) -> Iterator[tuple[int, av.VideoFrame]]:
+        """(index, frame) in presentation order from the last seek."""
+        context = self._stream.codec_context
+        skipping = None
+        position = -1
+        try:
+            for packet in self._container.demux(self._stream):
+                index = self._pts_to_pos.get(int(packet.pts)) if packet.pts is not None else None
+                # The decoder knows which frames nothing references; it skips those we do not want.
+                # Unannounced, frames past this read's last may be the next read's: those stay.
+                skip = (self._skipping and index is not None and index not in self._wanted
+                        and (self._planned is not None or index < self._last_target))
+                if skip != skipping:
+                    context.skip_frame = "NONREF" if skip else "DEFAULT"
+                    skipping = skip
+                for frame in packet.decode():
+                    if frame.pts is None:
+                        continue
+                    position = self._pts_to_pos.get(int(frame.pts), position + 1)
+                    yield position, frame
+        except av.error.FFmpegError as exc:
+            raise TruncatedMedia(self.path, f"decoding stopped: {exc}") from exc
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
         """Frames at the given indices (presentation order), as (N, H, W, 3) RGB uint8."""
@@ -298,39 +363,53 @@ class FrameReader:
         bad = [i for i in wanted if i < 0 or i >= len(self.index.pts)]
         if bad:
             raise MediaError(self.path, f"frame indices {bad[:5]} outside 0..{len(self.index.pts) - 1}")
-        targets = set(wanted)
-        found: dict[int, np.ndarray] = {}
-        for target in sorted(targets):
-            if target in found:
+        rows: dict[int, list[int]] = {}
+        for row, index in enumerate(wanted):
+            rows.setdefault(index, []).append(row)
+        self._wanted = set(rows) | (self._planned or set())
+        self._last_target = max(rows)
+        out: np.ndarray | None = None
+        done: set[int] = set()
+        for target in sorted(rows):
+            if target in done:
                 continue
             key = _keyframe_at_or_before(self.index, target)
             for attempt in (0, 1):
-                if attempt or self._decoder is None or target <= self._position or key > self._position + 1:
+                if attempt or self._frames is None or target <= self._position or key > self._position + 1:
                     self._container.seek(int(self.index.pts[key]), stream=self._stream, backward=True,
                                          any_frame=False)
-                    self._decoder = _decode(self._container, self._stream, self.path)
+                    self._frames = self._decoded()
                     self._position = -1
-                # Far from the target, frames nobody references (most B-frames) need not be decoded.
-                skipping = attempt == 0 and target - max(self._position, key) > _SKIP_MARGIN_FRAMES
-                self._set_skip(skipping)
-                for frame in self._decoder:
-                    if frame.pts is None:
-                        continue
-                    self._position = self._pts_to_pos.get(int(frame.pts), self._position + 1)
-                    if skipping and target - self._position <= _SKIP_MARGIN_FRAMES:
-                        skipping = False
-                        self._set_skip(False)
-                    if self._position in targets and self._position not in found:
-                        found[self._position] = _to_rgb(frame, self.index.rotation, self.size)
-                    if self._position >= target:
+                self._skipping = attempt == 0
+                for position, frame in self._frames:
+                    self._position = position
+                    if position in rows and position not in done:
+                        out = self._store(frame, out, rows[position], len(wanted))
+                        done.add(position)
+                    if position >= target:
                         break
-                self._set_skip(False)
-                if target in found:
+                if target in done:
                     break
-                # Skipped past it (a reorder deeper than the margin) or cut short: decode again, fully.
-            if target not in found:
+                # Skipped (its packet's timestamp named another frame) or cut short: decode again, fully.
+            if target not in done:
                 raise TruncatedMedia(self.path, f"frame {target} is indexed but could not be decoded")
-        return np.stack([found[i] for i in wanted])
+        self._skipping = True
+        return out
+
+    def _store(self, frame: av.VideoFrame, out: np.ndarray | None, rows: list[int], count: int) -> np.ndarray:
+        """Convert a frame into its rows of the output, which the first frame gives its shape."""
+        if out is None:
+            first = _to_rgb(frame, self.index.rotation, self.size, self.interpolation)
+            out = np.empty((count, *first.shape), dtype=np.uint8)
+            out[rows[0]] = first
+        else:
+            shape = (frame.height, frame.width) if self.index.rotation in (0, 180) else (frame.width, frame.height)
+            if self.size is None and shape != out.shape[1:3]:
+                raise MediaError(self.path, f"frame size changes from {out.shape[1:3]} to {shape}")
+            _to_rgb(frame, self.index.rotation, self.size, self.interpolation, out=out[rows[0]])
+        for row in rows[1:]:
+            out[row] = out[rows[0]]
+        return out
 
 
 def read_frames(

@@ -15,7 +15,7 @@ import numpy as np
 
 from media.audio import MelConfig, clip_mel_db, is_silent, time_columns, window_columns
 from media.errors import MediaError, NoFace, TooShort
-from media.io import FrameReader, frame_times, probe, read_audio
+from media.io import FrameReader, frame_times, read_audio
 from media.sample import WindowSample
 
 
@@ -56,23 +56,27 @@ def window_starts(frames: int, n_windows: int, window_len: int) -> list[int]:
 def iter_windows(video_path: str, audio_path: str, keys: list[str], config: WindowConfig, centred: bool,
                  label: int, meta: dict) -> Iterator[WindowSample | WindowFailure]:
     """The windows of one video, one at a time; `meta` is merged into each sample's metadata."""
-    info = probe(video_path)
-    starts = window_starts(info.frames, config.n_windows, config.window_len)
-    if not starts:
-        raise TooShort(video_path, f"{info.frames} frames, fewer than one window of {config.window_len}")
-    audio_path = audio_path or video_path
-    audio = read_audio(audio_path, config.mel.sample_rate)
-    if is_silent(audio, config.silence_dbfs):
-        raise MediaError(audio_path, f"silent audio (RMS below {config.silence_dbfs} dBFS)")
-    mel = clip_mel_db(audio, config.mel)
-    db_min, db_max = float(mel.min()), float(mel.max())
-    times = frame_times(video_path)
-    step = info.duration / info.frames
-    audio_seconds = len(audio) / config.mel.sample_rate
-    # When audio and video lengths agree, map columns by the frames ratio as the reference does;
-    # when they do not, that ratio would stretch the audio, so map by time instead.
-    by_ratio = abs(audio_seconds - info.duration) <= max(config.duration_tolerance_s, step)
-    with FrameReader(video_path) as reader:
+    # Centred sources are resized as the reference does (whole frames, OpenCV bilinear) while
+    # decoding, straight into the window's array; face crops need the full frames.
+    size = (config.frame_size, config.frame_size) if centred else None
+    with FrameReader(video_path, size, interpolation="linear") as reader:
+        info = reader.info
+        starts = window_starts(info.frames, config.n_windows, config.window_len)
+        if not starts:
+            raise TooShort(video_path, f"{info.frames} frames, fewer than one window of {config.window_len}")
+        audio_path = audio_path or video_path
+        audio = read_audio(audio_path, config.mel.sample_rate)
+        if is_silent(audio, config.silence_dbfs):
+            raise MediaError(audio_path, f"silent audio (RMS below {config.silence_dbfs} dBFS)")
+        mel = clip_mel_db(audio, config.mel)
+        db_min, db_max = float(mel.min()), float(mel.max())
+        times = frame_times(video_path)
+        step = info.duration / info.frames
+        audio_seconds = len(audio) / config.mel.sample_rate
+        # When audio and video lengths agree, map columns by the frames ratio as the reference does;
+        # when they do not, that ratio would stretch the audio, so map by time instead.
+        by_ratio = abs(audio_seconds - info.duration) <= max(config.duration_tolerance_s, step)
+        reader.will_read(s + i for s in starts for i in range(config.window_len))
         for window, start in enumerate(starts):
             key = keys[window]
             indices = list(range(start, start + config.window_len))
@@ -108,6 +112,8 @@ def crop_window(frames: np.ndarray, config: WindowConfig, centred: bool, label: 
     """Frames at the sample size: whole frames for centred sources, else one face-centred square."""
     size = config.frame_size
     if centred:
+        if frames.shape[1:3] == (size, size):
+            return frames, None  # resized while decoding
         # The reference resizes whole (already face-centred) frames with OpenCV's bilinear default.
         return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_LINEAR) for f in frames]), None
     from media.faces import crop_square, square_crop_box, track_faces

@@ -60,6 +60,22 @@ def test_reader_skipping_unreferenced_frames_stays_exact(make_video):
                 assert np.array_equal(got, everything[index]), index
 
 
+def test_reader_with_announced_windows_and_a_size_stays_exact(make_video):
+    # Announced windows let the reader skip every unreferenced frame between them; an unannounced
+    # frame the decoder already passed over is still found, and resizing happens while decoding.
+    import cv2
+
+    path = make_video(n=160, size=(64, 48), keyint=150, audio=False)
+    everything = np.stack(list(io.iter_frames(path)))
+    windows = [list(range(start, start + 5)) for start in (0, 3, 40, 90, 150, 155)]
+    with io.FrameReader(path, size=(40, 30), interpolation="linear") as reader:
+        assert reader.info == io.probe(path)
+        reader.will_read(index for window in windows for index in window)
+        for window in windows + [[45], [44, 44, 2]]:
+            expected = [cv2.resize(everything[i], (40, 30), interpolation=cv2.INTER_LINEAR) for i in window]
+            assert np.array_equal(reader.read(window), np.stack(expected)), window
+
+
 def test_iter_frames_range_and_step(make_video):
     path = make_video(n=50, audio=False, keyint=10)
     everything = np.stack(list(io.iter_frames(path)))
