@@ -30,7 +30,7 @@ class WindowSample:
     label: int
     meta: dict = field(default_factory=dict)
 
-    def encode(self, frame_format: str = "jpg", jpeg_quality: int = 95) -> dict[str, bytes]:
+    def encode(self, frame_format: str = "jpg", jpeg_quality: int = 92) -> dict[str, bytes]:
         """Tar members (name without key -> bytes); the same sample always gives the same bytes."""
         if "." in self.key or "/" in self.key:
             raise SampleError(f"{self.key}: a sample key may not contain '.' or '/'")
@@ -64,7 +64,7 @@ class WindowSample:
         return cls(key=key, frames=frames, mel_db=mel, label=label, meta=meta)
 
 
-def encode_image(rgb: np.ndarray, image_format: str = "jpg", jpeg_quality: int = 95) -> bytes:
+def encode_image(rgb: np.ndarray, image_format: str = "jpg", jpeg_quality: int = 92) -> bytes:
     """An RGB uint8 image as JPEG or PNG bytes."""
     params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if image_format == "jpg" else []
     ok, data = cv2.imencode(f".{image_format}", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)

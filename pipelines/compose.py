@@ -42,7 +42,7 @@ class ComposeConfig:
 
     windows: WindowConfig = WindowConfig()
     frame_format: str = "jpg"
-    jpeg_quality: int = 95
+    jpeg_quality: int = 92
     samples_per_shard: int = 200
     max_failure_fraction: float = 0.5
 
