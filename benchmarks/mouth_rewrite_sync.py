@@ -8,7 +8,13 @@ Each of the 7 videos in ../shared/media/video is driven by a speech file of anot
   r_orig     the same with the loudness of the target's own audio at the frames shown
   r_chance   correlation of the two loudness series themselves (what r_orig can pick up by chance)
   r_target   the unedited target's mouth motion against its own loudness (what the bank can carry)
+  flow_d     like r_drive, with mouth motion measured independently as the mean optical-flow speed
+             (Farneback) in the same ellipse: the generator's transition cost is a grey-level
+             difference like r_drive's, so this checks the sync is not an artefact of that one measure
+  flow_o     the same against the target's own loudness (compare with r_orig)
   s_per_s    seconds of wall time per second of output video for generate(), pinned to one core
+  cpu_per_s  CPU seconds (this process and its ffmpeg children) per second of output video: what
+             s_per_s would be with the core to itself (other jobs on a shared machine inflate wall time)
 
 `--wav2lip` also times the native Wav2Lip generator (random weights in the released format) on one
 512x512 clip with 2 s of audio and prints its frames per second on the CPU.
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -56,6 +63,25 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its waited-for children (ffmpeg), user and system."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def flow_motion(frames: np.ndarray, centres: np.ndarray, halves: np.ndarray, size: tuple[int, int] = (96, 72)) -> np.ndarray:
+    """Per-frame mean optical-flow speed (crop pixels per frame) in the mouth box's inscribed ellipse."""
+    from generators.mouth_rewrite import _crop_matrix
+
+    crops = [cv2.warpAffine(cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY), _crop_matrix(c, h, size), size,
+                            flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE) for f, c, h in zip(frames, centres, halves)]
+    xs, ys = (np.arange(size[0]) + 0.5) / size[0] * 2 - 1, (np.arange(size[1]) + 0.5) / size[1] * 2 - 1
+    inside = xs[None, :] ** 2 + ys[:, None] ** 2 <= 1
+    speed = [float(np.hypot(*cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 2, 9, 3, 5, 1.1, 0).transpose(2, 0, 1))[inside].mean())
+             for a, b in zip(crops[:-1], crops[1:])]
+    return np.array(speed[:1] + speed) if speed else np.zeros(len(crops))
+
+
 def mouth_rewrite_table(media: Path, work: Path) -> None:
     """Run every pair and print the table."""
     import torch
@@ -67,7 +93,7 @@ def mouth_rewrite_table(media: Path, work: Path) -> None:
 
     torch.set_num_threads(1)
     header = f"{'clip':42s} {'size':>9s} {'out_s':>5s} {'psnr_out':>8s} {'exact':>5s} {'r_drive':>7s} {'r_orig':>7s} " \
-             f"{'r_chance':>8s} {'r_target':>8s} {'s_per_s':>7s}"
+             f"{'r_chance':>8s} {'r_target':>8s} {'flow_d':>6s} {'flow_o':>6s} {'s_per_s':>7s} {'cpu_per_s':>9s}"
     # Warm-up (untimed): imports and first-call set-up happen once per worker, not once per fake.
     first = next(iter(PAIRS))
     warm = work / "warm.wav"
@@ -86,9 +112,9 @@ def mouth_rewrite_table(media: Path, work: Path) -> None:
         out = work / f"{name}.mp4"
         target = Target(name, str(video), info.fps, info.frames, info.duration)
         driving = DrivingAudio(speech, str(wav), len(driving_audio) / 16000)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), _cpu_seconds()
         result = generator.generate(target, driving, out)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu_started
         per_second = seconds / (result.frames / result.fps)
 
         # The same plan again (deterministic) for the masks and the frames before encoding.
@@ -113,15 +139,20 @@ def mouth_rewrite_table(media: Path, work: Path) -> None:
         loud_drive = loudness_at(driving_audio, times)
         loud_orig = loudness_at(own, (plan.sources + 0.5) / info.fps)
         own_motion = mouth_activity(frames, plan.centres, plan.halves)
+        flow = flow_motion(made, centres, halves)
         row = (psnr, _corr(motion, loud_drive), _corr(motion, loud_orig), _corr(loud_drive, loud_orig),
-               _corr(own_motion, loudness_at(own, (np.arange(len(frames)) + 0.5) / info.fps)), per_second)
+               _corr(own_motion, loudness_at(own, (np.arange(len(frames)) + 0.5) / info.fps)), per_second,
+               _corr(flow, loud_drive), _corr(flow, loud_orig), cpu / (result.frames / result.fps))
         rows.append(row)
         print(f"{name:42s} {info.width:>4d}x{info.height:<4d} {result.frames / result.fps:5.2f} {row[0]:8.2f} "
-              f"{str(exact):>5s} {row[1]:+7.2f} {row[2]:+7.2f} {row[3]:+8.2f} {row[4]:+8.2f} {row[5]:7.3f}", flush=True)
+              f"{str(exact):>5s} {row[1]:+7.2f} {row[2]:+7.2f} {row[3]:+8.2f} {row[4]:+8.2f} {row[6]:+6.2f} "
+              f"{row[7]:+6.2f} {row[5]:7.3f} {row[8]:9.3f}", flush=True)
     table = np.array(rows)
     print(f"min psnr_out {table[:, 0].min():.2f} dB; r_drive > r_orig on {int((table[:, 1] > table[:, 2]).sum())}/"
-          f"{len(rows)} clips; mean r_drive {table[:, 1].mean():+.2f} vs r_orig {table[:, 2].mean():+.2f}; "
-          f"mean {table[:, 5].mean():.3f} s per s of video on one core (real time below 1)")
+          f"{len(rows)} clips (optical flow: {int((table[:, 6] > table[:, 7]).sum())}/{len(rows)}); "
+          f"mean r_drive {table[:, 1].mean():+.2f} vs r_orig {table[:, 2].mean():+.2f}; "
+          f"mean {table[:, 5].mean():.3f} s (max {table[:, 5].max():.3f}) wall, {table[:, 8].mean():.3f} s CPU per s of "
+          f"video on one core (real time below 1)")
 
 
 def wav2lip_speed(media: Path, work: Path) -> None:

@@ -1,10 +1,19 @@
 """Mouth rewrite: a Video-Rewrite-style lip-sync without weights, built from the target's own mouths.
 
 The target's mouth crops (aligned to its smoothed face box, one per frame) form a bank, each keyed by
-audio features of the target's own speech at that frame's time. For each output frame the bank mouth
-whose key best matches the driving audio there is chosen, by dynamic programming over feature distance
-plus a cost for jumping between non-consecutive bank frames, then warped onto the face and blended in
-with a feathered ellipse after colour matching. Pixels outside the ellipse are the target's own.
+audio features of the target's own speech at that frame's time. The output is a path through the bank,
+chosen by dynamic programming (Viterbi) over
+  - the distance between each bank mouth's audio key and the driving audio at that output frame;
+  - the kind of each transition: continuing the take the previous mouth came from is free, holding
+    a mouth costs a little, jumping to another part of the bank costs more, and a jump may only come
+    min_run frames after the previous one (units of a few frames, like Video Rewrite's triphones);
+  - how much the mouth visibly changes in each transition (grey-level distance between bank crops,
+    0 for a hold, the natural change for a continuation) against how much it should change there:
+    the driving audio's loudness, ranked within the clip, mapped onto the spread of the target's own
+    frame-to-frame mouth changes. A mouth moves while speaking and rests in silence; jumps land on
+    mouths that differ from the last by about as much as a real mouth changes at that loudness.
+Each chosen mouth is warped onto the face and blended in with a feathered ellipse after colour
+matching. Pixels outside the ellipse are the target's own.
 """
 from __future__ import annotations
 
@@ -45,12 +54,17 @@ DEFAULTS: dict[str, Any] = {
     "context_weight": 0.5,
     "smoothness": 0.3,  # cost of jumping to a non-consecutive bank mouth (unrelated frames are ~2 apart)
     "hold_cost": 0.3,  # cost of showing the same bank mouth again
+    "min_run": 3,  # frames of one take at least between jumps: units of motion (Video Rewrite's triphones)
+    # Cost of each transition's visible mouth change differing from what the driving loudness wants,
+    # per typical natural frame-to-frame change of the target's mouth (0: audio features alone choose).
+    "motion_weight": 1.0,
     "mask_scale": 1.25,  # blend ellipse semi-axes / half the mouth box: covers lip corners and chin
     "feather": 0.3,  # fraction of the ellipse radius over which the blend fades out
     "color_match": "band",  # band: mean/std over the feather band (skin); mask: the whole ellipse; none
     "max_gain": 1.5,  # bound on the per-channel std ratio of colour matching
     "color_smooth_s": 0.5,  # colour correction averaged over about this long: lighting drifts slowly, jaws do not
     "bank_max_side": 256,  # bank crops keep their native size up to this longer side
+    "bank_max_frames": 500,  # bank mouths at most (the first usable frames): selection costs N x M^2
     "min_face_fraction": 0.5,  # of the target's frames, else no face
     "face_stride": 2,  # detector on every 2nd frame: half the cost, gaps are interpolated and smoothed
     "silence_dbfs": -60.0,  # driving or target audio quieter than this (RMS) is silent
@@ -134,16 +148,22 @@ def _window_mean(columns: np.ndarray, times: np.ndarray, window_s: float) -> np.
     return ((cum[:, hi] - cum[:, lo]) / (hi - lo)).T
 
 
-def audio_features(audio: np.ndarray, times: np.ndarray, bands: int = 8, fmin: float = 80.0,
-                   fmax: float = 5000.0, window_s: float = 0.06, dynamic_range_db: float = 60.0,
-                   rms_weight: float = 2.0, context: int = 1, context_weight: float = 0.5) -> np.ndarray:
-    """Per-time features (N, D) of 16 kHz audio: z-normalised log-mel bands and loudness, with context."""
+def band_levels(audio: np.ndarray, times: np.ndarray, bands: int = 8, fmin: float = 80.0, fmax: float = 5000.0,
+                window_s: float = 0.06, dynamic_range_db: float = 60.0) -> np.ndarray:
+    """Levels in dB (N, bands + 1) of 16 kHz audio around each time: log-mel bands, then overall loudness."""
     power = _column_power(audio)
     mel = _mel_basis(bands, fmin, fmax) @ power
     columns = np.vstack([mel, power.sum(axis=0, keepdims=True)])
     db = 10 * np.log10(np.maximum(_window_mean(columns, np.asarray(times, np.float64), window_s), 1e-12))
     # A floor relative to the clip's peak: the level of near-silence (room noise) says nothing of the mouth.
-    db = np.maximum(db, db.max(axis=0, keepdims=True) - dynamic_range_db)
+    return np.maximum(db, db.max(axis=0, keepdims=True) - dynamic_range_db)
+
+
+def audio_features(audio: np.ndarray, times: np.ndarray, bands: int = 8, fmin: float = 80.0,
+                   fmax: float = 5000.0, window_s: float = 0.06, dynamic_range_db: float = 60.0,
+                   rms_weight: float = 2.0, context: int = 1, context_weight: float = 0.5) -> np.ndarray:
+    """Per-time features (N, D) of 16 kHz audio: z-normalised log-mel bands and loudness, with context."""
+    db = band_levels(audio, times, bands, fmin, fmax, window_s, dynamic_range_db)
     # Per-clip z-scores: a speaker's own range maps onto another's (level, voice and channel differ).
     z = (db - db.mean(axis=0)) / (db.std(axis=0) + 1e-6)
     z[:, -1] *= rms_weight
@@ -168,6 +188,13 @@ def loudness_at(audio: np.ndarray, times: np.ndarray, window_s: float = 0.04, sa
     return np.maximum(db - db.max(), floor_db)
 
 
+def _quantile_ranks(values: np.ndarray) -> np.ndarray:
+    """Each value's rank as a fraction in (0, 1): (rank - 0.5) / N, ties sharing their average rank."""
+    unique, inverse, counts = np.unique(np.asarray(values), return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return ((ends - counts + ends) / 2.0)[inverse.reshape(-1)] / len(inverse.reshape(-1))
+
+
 def _dbfs(audio: np.ndarray) -> float:
     """RMS level of the whole signal in dB full scale."""
     return float(10 * np.log10(np.mean(np.asarray(audio, np.float64) ** 2) + 1e-20))
@@ -177,36 +204,79 @@ def _dbfs(audio: np.ndarray) -> float:
 # Selection
 
 
-def select_path(cost: np.ndarray, follows: np.ndarray, smoothness: float, hold_cost: float) -> np.ndarray:
+def select_path(cost: np.ndarray, follows: np.ndarray, smoothness: float, hold_cost: float,
+                distance: np.ndarray | None = None, wanted_motion: np.ndarray | None = None,
+                motion_weight: float = 0.0, min_run: int = 1) -> np.ndarray:
     """Bank row per output frame (N,) minimising summed cost (N, M) plus transition costs (Viterbi).
 
     Moving from row i to row j costs nothing when j continues i (follows[j] == i: the next frame of
-    the same take, so natural mouth motion plays out), hold_cost when j == i, smoothness otherwise.
-    Each step is O(M), since the cheapest predecessor of a jump is the same for every j.
+    the same take, so natural mouth motion plays out), hold_cost when j == i, smoothness otherwise
+    (a jump). A jump may only come min_run frames or more after the previous one, so the output is
+    made of units of at least min_run frames of one take (Video Rewrite's triphones, in frames).
+    With `distance` (M, M), how much the mouth visibly changes between rows, and `wanted_motion` (N,),
+    how much it should change into each output frame, every transition also costs
+    motion_weight * |change - wanted|: the change is 0 for a hold, distance[i, j] otherwise.
     """
     n, m = cost.shape
-    back = np.empty((n, m), dtype=np.int32)
-    back[0] = -1
-    total = cost[0].astype(np.float64)
+    runs = max(1, int(min_run))
+    # State (a, j): showing row j, a + 1 frames since the last jump (the last age means min_run or more).
+    back_row = np.empty((n, runs, m), dtype=np.int32)
+    back_age = np.empty((n, runs, m), dtype=np.int8)
+    total = np.full((runs, m), np.inf)
+    total[runs - 1] = cost[0]
     rows = np.arange(m)
     has_prev = follows >= 0
     prev = np.where(has_prev, follows, 0)
+    visual = distance is not None and wanted_motion is not None and motion_weight > 0
+    if visual:
+        distance = np.asarray(distance, np.float64)
+        natural = np.where(has_prev, distance[prev, rows], 0.0)
     for k in range(1, n):
-        best = int(np.argmin(total))
-        choice = np.full(m, best, dtype=np.int32)
-        value = np.full(m, total[best] + smoothness)
-        stay = total + hold_cost
-        better = stay < value
-        choice[better], value[better] = rows[better], stay[better]
-        advance = np.where(has_prev, total[prev], np.inf)
-        better = advance <= value  # ties go to continuing: it looks the most natural
-        choice[better], value[better] = prev[better], advance[better]
-        back[k] = choice
-        total = value + cost[k]
+        mu = float(wanted_motion[k]) if visual else 0.0
+        # Jumps, into age 0 from a run that is long enough.
+        ready = total[runs - 1]
+        if visual:
+            jumps = ready[:, None] + motion_weight * np.abs(distance - mu)
+            jump_from = np.argmin(jumps, axis=0)
+            jump_value = jumps[jump_from, rows] + smoothness
+        else:
+            best = int(np.argmin(ready))
+            jump_from = np.full(m, best)
+            jump_value = np.full(m, ready[best] + smoothness)
+        hold_extra = hold_cost + motion_weight * mu if visual else hold_cost
+        advance_extra = np.where(has_prev, motion_weight * np.abs(natural - mu) if visual else 0.0, np.inf)
+        new = np.empty((runs, m))
+        for age in range(runs):
+            # Holding or continuing ages a run by one frame; the last age absorbs longer runs.
+            if runs == 1:
+                source, source_age = total[0], np.zeros(m, np.int8)
+            elif age == 0:
+                source, source_age = None, None
+            elif age == runs - 1:
+                older = total[runs - 1] <= total[runs - 2]
+                source = np.where(older, total[runs - 1], total[runs - 2])
+                source_age = np.where(older, runs - 1, runs - 2).astype(np.int8)
+            else:
+                source, source_age = total[age - 1], np.full(m, age - 1, np.int8)
+            value = np.full(m, np.inf)
+            row = rows.astype(np.int32).copy()
+            from_age = np.full(m, runs - 1, np.int8)
+            if age == 0:
+                value, row = jump_value.copy(), jump_from.astype(np.int32)
+            if source is not None:
+                stay = source + hold_extra
+                better = stay < value
+                value[better], row[better], from_age[better] = stay[better], rows[better], source_age[better]
+                advance = source[prev] + advance_extra
+                better = advance <= value  # ties go to continuing: it looks the most natural
+                value[better], row[better], from_age[better] = advance[better], prev[better], source_age[prev][better]
+            new[age] = value + cost[k]
+            back_row[k, age], back_age[k, age] = row, from_age
+        total = new
     path = np.empty(n, dtype=np.int64)
-    path[-1] = int(np.argmin(total))
+    age, path[-1] = np.unravel_index(int(np.argmin(total)), total.shape)
     for k in range(n - 1, 0, -1):
-        path[k - 1] = back[k, path[k]]
+        path[k - 1], age = back_row[k, age, path[k]], back_age[k, age, path[k]]
     return path
 
 
@@ -234,16 +304,25 @@ def _ellipse_mask(box: tuple[int, int, int, int], centre: np.ndarray, axes: np.n
     return (t * t * (3 - 2 * t)).astype(np.float32)  # smoothstep: no visible edge where the ramp starts
 
 
-def _colour_stats(src: np.ndarray, dst: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per-channel log std ratio and mean difference (dst vs src) over the weighted pixels, or None."""
+def _colour_stats(src: np.ndarray, dst: np.ndarray, weights: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per-channel log std ratio and mean difference (dst vs src) over the weighted pixels, and src's
+    weighted mean; None when the weights are too few."""
     wsum = float(weights.sum())
     if wsum < 1.0:
         return None
-    wt = weights[..., None] / wsum
-    mu_s, mu_d = (src * wt).sum(axis=(0, 1)), (dst * wt).sum(axis=(0, 1))
-    sd_s = np.sqrt(((src - mu_s) ** 2 * wt).sum(axis=(0, 1)))
-    sd_d = np.sqrt(((dst - mu_d) ** 2 * wt).sum(axis=(0, 1)))
-    return np.log(np.maximum(sd_d, 1e-3) / np.maximum(sd_s, 1e-3)), mu_d - mu_s
+    mu_s, sd_s = _weighted_moments(src, weights, wsum)
+    mu_d, sd_d = _weighted_moments(dst, weights, wsum)
+    return np.log(np.maximum(sd_d, 1e-3) / np.maximum(sd_s, 1e-3)), mu_d - mu_s, mu_s
+
+
+def _weighted_moments(pixels: np.ndarray, weights: np.ndarray, wsum: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel weighted mean and std of (h, w, C) pixels: matrix-vector products, not axis reductions."""
+    flat = pixels.reshape(-1, pixels.shape[-1]).astype(np.float32, copy=False)
+    w = weights.reshape(-1).astype(np.float32, copy=False)
+    mean = (w @ flat).astype(np.float64) / wsum
+    centred = flat - mean.astype(np.float32)  # centred first: no cancellation in float32
+    return mean, np.sqrt(np.maximum((w @ (centred * centred)).astype(np.float64) / wsum, 0.0))
 
 
 def _grey(frame: np.ndarray) -> np.ndarray:
@@ -274,6 +353,23 @@ def mouth_activity(frames: Any, centres: np.ndarray, halves: np.ndarray, size: t
     raise ValueError(f"kind must be 'motion' or 'opening', got {kind!r}")
 
 
+def _mouth_descriptors(bank: np.ndarray, crop_scale: float, size: tuple[int, int] = (32, 24)) -> np.ndarray:
+    """(M, P) float32 grey pixels of each bank crop's mouth box (its central 1 / crop_scale), inside the inscribed ellipse."""
+    h, w = bank.shape[1:3]
+    bw, bh = w / crop_scale, h / crop_scale
+    to_box = _crop_matrix(np.array([w / 2, h / 2]), np.array([bw / 2, bh / 2]), size)
+    inside = _ellipse_mask((0, 0, size[0], size[1]), np.array(size) / 2, np.array(size) / 2, 1e-3) > 0
+    return np.stack([cv2.warpAffine(_grey(crop), to_box, size, flags=cv2.INTER_AREA)[inside]
+                     for crop in bank]).astype(np.float32)
+
+
+def _visual_distance(descriptors: np.ndarray) -> np.ndarray:
+    """(M, M) RMS grey-level difference between every two mouth descriptors."""
+    d = descriptors.astype(np.float64)
+    sq = (d ** 2).sum(axis=1)
+    return np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * d @ d.T, 0.0) / d.shape[1])
+
+
 # ----------------------------------------------------------------------------------------------
 # The generator
 
@@ -282,7 +378,7 @@ class MouthRewrite(LipGenerator):
     """Re-sequences the target's own mouths to the driving audio (no weights, CPU, faster than real time)."""
 
     name = "mouth_rewrite"
-    version = "1"
+    version = "2"  # 2: appearance-aware jump cost, 3-frame units (different fakes for the same inputs)
     input_kind = VIDEO
     needs_face = True
 
@@ -332,7 +428,8 @@ class MouthRewrite(LipGenerator):
         halves = (mouths[:, 2:] - mouths[:, :2]) / 2
         crop_scale = float(o["mask_scale"]) * _CROP_MARGIN
 
-        bank_frames = np.flatnonzero(usable)
+        # The first bank_max_frames usable frames: plenty of mouths, and selection stays O(N * M^2) bounded.
+        bank_frames = np.flatnonzero(usable)[: max(2, int(o["bank_max_frames"]))]
         bank_size = self._bank_size(halves[bank_frames] * crop_scale, int(o["bank_max_side"]))
         bank = np.stack([
             cv2.warpAffine(frames[t], _crop_matrix(centres[t], halves[t] * crop_scale, bank_size), bank_size,
@@ -351,7 +448,18 @@ class MouthRewrite(LipGenerator):
         follows = np.full(len(bank_frames), -1, dtype=np.int64)
         consecutive = np.flatnonzero(np.diff(bank_frames) == 1) + 1
         follows[consecutive] = consecutive - 1
-        path = select_path(cost, follows, float(o["smoothness"]), float(o["hold_cost"]))
+        distance, wanted_motion = None, None
+        if float(o["motion_weight"]) > 0 and len(consecutive):
+            distance = _visual_distance(_mouth_descriptors(bank, crop_scale))
+            natural = distance[follows[consecutive], consecutive]  # the target's own frame-to-frame change
+            distance /= float(np.median(natural)) + 1e-6  # in units of a typical natural change
+            # Mouths move while speaking and rest in silence: the louder the driving audio at a frame
+            # (ranked within the clip), the larger the change into it, spread like the target's own.
+            loud = band_levels(driving_audio, (np.arange(n_out) + 0.5) / fps, int(o["bands"]), float(o["fmin"]),
+                               float(o["fmax"]), float(o["window_s"]), float(o["dynamic_range_db"]))[:, -1]
+            wanted_motion = np.quantile(distance[follows[consecutive], consecutive], _quantile_ranks(loud))
+        path = select_path(cost, follows, float(o["smoothness"]), float(o["hold_cost"]), distance, wanted_motion,
+                           float(o["motion_weight"]), int(o["min_run"]))
         jumps = int(np.sum(follows[path[1:]] != path[:-1]))
         return RewritePlan(fps=float(fps), sources=np.arange(n_out) % len(frames), picks=path, bank=bank,
                            bank_frames=bank_frames, centres=centres, halves=halves, crop_scale=crop_scale,
@@ -407,18 +515,25 @@ class MouthRewrite(LipGenerator):
                     # Averaged over time: a per-frame match would let the target's own jaw motion in
                     # the band flicker the pasted mouth's brightness in step with the original speech.
                     if offset is None:
-                        log_gain, offset = stats
+                        log_gain, offset = stats[:2]
                     else:
                         log_gain = log_gain + smooth * (stats[0] - log_gain)
                         offset = offset + smooth * (stats[1] - offset)
-                mean = (mouth * (weights / max(float(weights.sum()), 1e-6))[..., None]).sum(axis=(0, 1))
                 if offset is not None:
+                    mean = stats[2] if stats is not None else \
+                        _weighted_moments(mouth, weights, max(float(weights.sum()), 1e-6))[0]
                     gain = np.exp(np.clip(log_gain, -max_log_gain, max_log_gain))
-                    mouth = (mouth - mean) * gain + mean + offset
-            m = mask[..., None]
+                    # (mouth - mean) * gain + mean + offset, in place.
+                    mouth *= gain.astype(np.float32)
+                    mouth += (mean * (1 - gain) + offset).astype(np.float32)
             out = frame.copy()
-            # Where m == 0 this is exactly the target pixel: x * 1 + y * 0 rounds back to x.
-            out[y1:y2, x1:x2] = np.clip(np.rint(mouth * m + region * (1 - m)), 0, 255).astype(np.uint8)
+            # region + m * (mouth - region): where m == 0 this is exactly the target pixel.
+            mouth -= region
+            mouth *= mask[..., None]
+            mouth += region
+            np.rint(mouth, out=mouth)
+            np.clip(mouth, 0, 255, out=mouth)
+            out[y1:y2, x1:x2] = mouth.astype(np.uint8)
             yield Composite(out, box, mask)
 
     # -- the plugin entry point --------------------------------------------------------------
