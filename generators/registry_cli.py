@@ -5,7 +5,7 @@ from typing import Iterable, Mapping
 
 _COLUMNS = ("name", "version", "input", "status", "reason")
 # Keys of a `synthesize.generators.<name>` block that the stage reads; the rest go to the generator.
-STAGE_KEYS = ("enabled", "fakes_per_clip")
+STAGE_KEYS = ("enabled", "fakes_per_clip", "splits")
 
 
 def settings_from_params(params: Mapping) -> dict[str, dict]:

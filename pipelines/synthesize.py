@@ -2,7 +2,8 @@
 
 For each real clip (label 0) of each split, each enabled generator makes `fakes_per_clip` fakes,
 each driven by the denoised speech of a clip of ANOTHER identity in the SAME split (so a fake
-stays in the split of the person shown). The driving clip is chosen by ranking the candidates by
+stays in the split of the person shown); a generator block's `splits` limits it to those splits
+(a generator held out of training, seen only at test time). The driving clip is chosen by ranking the candidates by
 a hash of (seed, target clip, generator, candidate): deterministic, distinct for the n-th fake of
 a clip while candidates last, and unchanged for existing fakes when unrelated clips are added.
 
@@ -136,7 +137,8 @@ def generator_spec(name: str, block: dict) -> dict:
 
     settings = {k: v for k, v in block.items() if k not in GENERATOR_STAGE_KEYS}
     spec = {"name": name, "settings": settings, "version": "?", "input_kind": VIDEO, "needs_face": True,
-            "ready": False, "reason": "", "fakes_per_clip": block.get("fakes_per_clip")}
+            "ready": False, "reason": "", "fakes_per_clip": block.get("fakes_per_clip"),
+            "splits": _splits_of(name, block.get("splits"))}
     try:
         generator = load_generator(name, settings)
         spec.update(version=str(generator.version), input_kind=str(generator.input_kind),
@@ -146,6 +148,15 @@ def generator_spec(name: str, block: dict) -> dict:
     except Exception as exc:  # a plugin that fails to load or to check is that plugin's problem
         spec["reason"] = str(exc) if isinstance(exc, GeneratorError) else f"{type(exc).__name__}: {exc}"
     return spec
+
+
+def _splits_of(name: str, value: Any) -> list[str] | None:
+    """A generator block's `splits` (the splits whose clips it makes fakes of), None for all of them."""
+    if value is None:
+        return None
+    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"synthesize.generators.{name}.splits must be a list of split names, got {value!r}")
+    return sorted(set(value))
 
 
 def _generator(spec: dict):
@@ -191,6 +202,8 @@ def plan(clips: list[dict], audio: dict[str, dict], specs: list[dict], seed: int
         fakes = []
         candidates = [cid for cid, identity in drivers.get(clip["split"], []) if identity != clip["identity"]]
         for spec in specs:
+            if spec["splits"] is not None and clip["split"] not in spec["splits"]:
+                continue  # e.g. a generator held out of training, seen only in the test split
             count = int(spec["fakes_per_clip"] if spec["fakes_per_clip"] is not None else stage["fakes_per_clip"])
             for n in range(count):
                 fake_id = fake_id_for(clip["clip_id"], spec["name"], n)

@@ -114,6 +114,17 @@ def test_fakes_are_driven_by_another_identity_of_the_same_split(corpus, tmp_path
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name or ".part" in p.name]
 
 
+def test_a_generator_limited_to_some_splits_makes_fakes_only_there(corpus, tmp_path):
+    out = tmp_path / "fakes"
+    stats = run_synthesize(str(out), _params(corpus, {"audio_swap": {"enabled": True, "splits": ["test"]}}))
+    fakes = pd.read_parquet(out / "fakes.parquet")
+    clips = pd.read_parquet(corpus["clips"]).set_index("clip_id")
+    assert set(clips.loc[fakes.target_clip, "split"]) == {"test"}
+    assert len(fakes) == stats["generators"]["audio_swap"]["planned"] == int((clips.split == "test").sum()) == 4
+    with pytest.raises(ValueError, match="splits must be a list of split names"):
+        run_synthesize(str(tmp_path / "bad"), _params(corpus, {"audio_swap": {"enabled": True, "splits": "test"}}))
+
+
 def test_choose_driving_is_deterministic_and_spreads_over_candidates():
     candidates = [f"c{i}" for i in range(5)]
     picks = [choose_driving(1, "t", "g", n, candidates) for n in range(5)]
