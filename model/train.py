@@ -167,6 +167,27 @@ def evaluate(
 # ------------------------------------------------------------------------------------------ train
 
 
+def data_fingerprint(shards: str | Sequence[str]) -> list[list[Any]]:
+    """The training data as resume sees it: each shard URL, with size and mtime for local files."""
+    from .loader import expand_shards
+
+    rows = []
+    for url in expand_shards(shards):
+        path = Path(url.removeprefix("file:"))
+        if "://" not in url and not url.startswith("pipe:") and path.is_file():
+            stat = path.stat()
+            rows.append([url, stat.st_size, stat.st_mtime_ns])
+        else:
+            rows.append([url])
+    return rows
+
+
+def _same_run(path: Path, config: TrainConfig, data: list[list[Any]]) -> bool:
+    """Whether a checkpoint found by `resume: auto` was made by this training: same settings, same shards."""
+    extra = torch.load(path, map_location="cpu", weights_only=True).get("extra") or {}
+    return extra.get("train") == config.to_dict() and extra.get("data") == data
+
+
 def _resolve_config(params_or_config: TrainConfig | Mapping[str, Any]) -> TrainConfig:
     if isinstance(params_or_config, TrainConfig):
         return params_or_config
@@ -233,8 +254,13 @@ def _train(config, train_shards, val_shards, model_path, metrics_path, checkpoin
         optimizer, WarmupCosine(config.warmup_steps, config.steps, config.min_lr_ratio))
 
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else model_path.parent / "checkpoints"
+    data = data_fingerprint(train_shards)
     if resume == "auto":
         resume = checkpoint_dir / CHECKPOINT_NAME if (checkpoint_dir / CHECKPOINT_NAME).exists() else None
+        if resume is not None and not _same_run(resume, config, data):
+            # A leftover of other settings or other shards: continuing it would mix two trainings.
+            log.warning("not resuming %s: it was trained with other settings or shards; starting afresh", resume)
+            resume = None
     step, cursors = 0, {}
     if resume:
         loaded = load_checkpoint(resume, model, optimizer, scheduler, restore_rng=True)
@@ -259,7 +285,8 @@ def _train(config, train_shards, val_shards, model_path, metrics_path, checkpoin
             dist.all_gather_object(gathered, {int(k): list(v) for k, v in cursors.items()})
         if rank == 0:
             extra = {"cursors": {str(r): {str(k): list(v) for k, v in dict(c).items()} for r, c in enumerate(gathered)},
-                     "world_size": world, "num_workers": config.num_workers, "train": config.to_dict()}
+                     "world_size": world, "num_workers": config.num_workers, "train": config.to_dict(),
+                     "data": data}
             save_checkpoint(path, model, optimizer, scheduler, step=step, config=model.config, extra=extra)
         if world > 1:
             dist.barrier()

@@ -160,3 +160,21 @@ def test_module_entry_point_reads_paths_and_globs_from_a_params_file_like_the_re
     assert load_checkpoint(tmp_path / "m.pt", restore_rng=False).step == 1
     with pytest.raises(SystemExit, match="no shards match"):
         main(["--params", str(params), "--train-shards", str(tmp_path / "none-*.tar")])
+
+
+def test_auto_resume_continues_only_the_same_training(tmp_path, shard_spec):
+    ckpt = tmp_path / "ckpt"
+    first = train(_config(steps=2, checkpoint_every=1), shard_spec, None, tmp_path / "a.pt", None, ckpt)
+    assert first["resumed_from_step"] == 0
+    # Killed after step 2 of 4, restarted with the same settings and shards: it continues.
+    longer = _config(steps=4, checkpoint_every=1)
+    train(longer, shard_spec, None, tmp_path / "b.pt", None, ckpt, stop_after=2)
+    again = train(longer, shard_spec, None, tmp_path / "b.pt", None, ckpt, resume="auto")
+    assert again["resumed_from_step"] == 2 and again["steps"] == 4
+    # Other settings (or other shards) leave the old checkpoint alone and start afresh.
+    other = train(_config(steps=4, checkpoint_every=1, lr=5e-4), shard_spec, None, tmp_path / "c.pt", None, ckpt,
+                  resume="auto")
+    assert other["resumed_from_step"] == 0
+    fewer = str(Path(shard_spec).parent / "train-{000000..000001}.tar")
+    assert train(_config(steps=4, checkpoint_every=1, lr=5e-4), fewer, None, tmp_path / "d.pt", None, ckpt,
+                 resume="auto")["resumed_from_step"] == 0
