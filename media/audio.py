@@ -1,17 +1,21 @@
 """Audio features for LipFD windows: the mel spectrogram of the reference preprocessing.
 
 The reference computes librosa's melspectrogram with its defaults at 22050 Hz, then
-power_to_db with ref=min over the whole clip. We compute the same numbers, but the STFT runs in
-blocks of columns so a long clip never holds its whole complex spectrogram in memory.
+power_to_db with ref=min over the whole clip. We compute the same numbers in one streaming pass
+(`stream_mel`): blocks of audio in, mel power columns out, the clip's power range tracked on the
+way, and only the columns the windows need kept. Memory does not grow with the clip's length.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 
 # librosa's power_to_db defaults, which the reference relies on.
 _AMIN = 1e-10
+# Mel columns computed per STFT call: about 6 s of audio, a few MB of spectrum at a time.
+BLOCK_COLUMNS = 256
 
 
 @dataclass(frozen=True)
@@ -36,38 +40,162 @@ def mel_columns(n_samples: int, config: MelConfig) -> int:
     return 1 + n_samples // config.hop_length
 
 
-def mel_power(audio: np.ndarray, config: MelConfig, block_columns: int = 2048) -> np.ndarray:
-    """Mel power spectrogram (n_mels, columns), equal to librosa.feature.melspectrogram's defaults."""
+def _mel_basis(config: MelConfig) -> np.ndarray:
     import librosa
 
+    return librosa.filters.mel(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels).astype(np.float64)
+
+
+def _mel_block(segment: np.ndarray, basis: np.ndarray, config: MelConfig) -> np.ndarray:
+    """Mel power of every full frame of an already padded float32 segment (no centring)."""
+    import librosa
+
+    spectrum = librosa.stft(segment, n_fft=config.n_fft, hop_length=config.hop_length, center=False)
+    # float64 products: BLAS sums in an order that depends on its thread count and the block's
+    # width, and in float32 that shows in the last bit; in float64 it vanishes when rounding back.
+    return (basis @ (np.abs(spectrum).astype(np.float64) ** 2)).astype(np.float32)
+
+
+def mel_power(audio: np.ndarray, config: MelConfig, block_columns: int = BLOCK_COLUMNS) -> np.ndarray:
+    """Mel power spectrogram (n_mels, columns), equal to librosa.feature.melspectrogram's defaults."""
     audio = np.asarray(audio, dtype=np.float32)
     pad = config.n_fft // 2
     padded = np.pad(audio, pad)  # librosa's centring pads with zeros ("constant") in 0.11
     columns = mel_columns(len(audio), config)
-    basis = librosa.filters.mel(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels).astype(np.float64)
-    # float64 products: BLAS sums in an order that depends on its thread count, and in float32
-    # that shows in the last bit; in float64 it vanishes when rounding back, so bytes stay stable.
+    basis = _mel_basis(config)
     out = np.empty((config.n_mels, columns), dtype=np.float32)
     for first in range(0, columns, block_columns):
         last = min(columns, first + block_columns)
         segment = padded[first * config.hop_length:(last - 1) * config.hop_length + config.n_fft]
-        spectrum = librosa.stft(segment, n_fft=config.n_fft, hop_length=config.hop_length, center=False)
-        out[:, first:last] = basis @ (np.abs(spectrum).astype(np.float64) ** 2)
+        out[:, first:last] = _mel_block(segment, basis, config)
     return out
 
 
 def power_to_db_ref_min(power: np.ndarray, top_db: float | None = 80.0) -> np.ndarray:
     """power_to_db(S, ref=np.min) as librosa computes it: dB above the clip's quietest cell."""
-    reference = max(_AMIN, float(np.min(power)))
-    db = 10.0 * np.log10(np.maximum(_AMIN, power.astype(np.float64))) - 10.0 * np.log10(reference)
+    return _power_to_db(power, float(np.min(power)), float(np.max(power)), top_db)
+
+
+def _power_to_db(power: np.ndarray, power_min: float, power_max: float, top_db: float | None) -> np.ndarray:
+    """power_to_db(ref=min) of some cells, given the whole clip's power range (float32 out)."""
+    reference = max(_AMIN, power_min)
+    offset = 10.0 * np.log10(reference)
+    db = 10.0 * np.log10(np.maximum(_AMIN, np.asarray(power).astype(np.float64))) - offset
     if top_db is not None:
-        db = np.maximum(db, db.max() - top_db)
+        # The clip's loudest cell in dB, by the same operations as the cells themselves: log10 is
+        # monotonic, so this is what db.max() over the whole clip would be.
+        loudest = 10.0 * np.log10(np.maximum(_AMIN, np.array([power_max], dtype=np.float64))) - offset
+        db = np.maximum(db, loudest[0] - top_db)
     return db.astype(np.float32)
 
 
 def clip_mel_db(audio: np.ndarray, config: MelConfig) -> np.ndarray:
     """The whole clip's mel in dB (ref = clip minimum), as the reference renders it."""
     return power_to_db_ref_min(mel_power(audio, config), config.top_db)
+
+
+@dataclass(frozen=True)
+class ClipMel:
+    """What one pass over a clip's audio keeps: its length, RMS, mel power range and some columns."""
+
+    config: MelConfig
+    samples: int  # at config.sample_rate
+    sum_squares: float
+    power_min: float  # over every cell of the clip's mel power
+    power_max: float
+    kept: np.ndarray  # sorted column indices
+    power: np.ndarray  # (n_mels, len(kept)) float32, the mel power of those columns
+
+    @property
+    def columns(self) -> int:
+        """Mel columns of the whole clip."""
+        return mel_columns(self.samples, self.config)
+
+    @property
+    def seconds(self) -> float:
+        """The clip's audio length."""
+        return self.samples / self.config.sample_rate
+
+    def is_silent(self, threshold_dbfs: float) -> bool:
+        """Whether the whole clip's RMS is below threshold_dbfs (see `is_silent`)."""
+        if self.samples == 0:
+            return True
+        return float(np.sqrt(self.sum_squares / self.samples)) <= 10 ** (threshold_dbfs / 20)
+
+    def has(self, first: int, last: int) -> bool:
+        """Whether the columns [first, last) (clipped to the clip) were all kept."""
+        first, last = max(0, first), min(last, self.columns)
+        lo, hi = np.searchsorted(self.kept, [first, max(first, last)])
+        return int(hi - lo) == max(0, last - first)  # kept is sorted and unique
+
+    def db(self, first: int, last: int) -> np.ndarray:
+        """clip_mel_db(audio)[:, first:last] from the kept columns."""
+        first, last = max(0, first), min(last, self.columns)
+        if not self.has(first, last):
+            raise KeyError(f"mel columns {first}..{last} were not kept")
+        at = np.searchsorted(self.kept, first)
+        cells = self.power[:, at:at + max(0, last - first)]
+        return _power_to_db(cells, self.power_min, self.power_max, self.config.top_db)
+
+    def db_range(self) -> tuple[float, float]:
+        """The min and max of the whole clip's mel in dB, as clip_mel_db(audio) holds them."""
+        ends = _power_to_db(np.array([self.power_min, self.power_max], dtype=np.float32), self.power_min,
+                            self.power_max, self.config.top_db)
+        return float(ends.min()), float(ends.max())
+
+
+def stream_mel(blocks: Iterable[np.ndarray], config: MelConfig, keep: Iterable[int],
+               block_columns: int = BLOCK_COLUMNS) -> ClipMel:
+    """One pass over a clip's mono audio blocks: its mel power range, and the columns in `keep`.
+
+    Each column is computed from the same samples as in `mel_power` of the whole clip, so it
+    equals it exactly; memory holds one block of columns and the kept ones, whatever the length.
+    """
+    hop, n_fft = config.hop_length, config.n_fft
+    kept = np.unique(np.fromiter(keep, dtype=np.int64))
+    kept = kept[kept >= 0]
+    stored = np.zeros((config.n_mels, len(kept)), dtype=np.float32)
+    basis = _mel_basis(config)
+    span = (block_columns - 1) * hop + n_fft  # samples a block of columns reads
+    # `pending` holds the centre-padded signal from the first sample of column `done` on.
+    pending: list[np.ndarray] = [np.zeros(n_fft // 2, dtype=np.float32)]
+    pending_len = n_fft // 2
+    done = samples = 0
+    sum_squares = 0.0
+    low, high = np.inf, -np.inf
+
+    def compute(buffer: np.ndarray, count: int) -> None:
+        nonlocal done, low, high
+        power = _mel_block(buffer[:(count - 1) * hop + n_fft], basis, config)
+        low, high = min(low, float(power.min())), max(high, float(power.max()))
+        lo, hi = np.searchsorted(kept, [done, done + count])
+        stored[:, lo:hi] = power[:, kept[lo:hi] - done]
+        done += count
+
+    for block in blocks:
+        block = np.asarray(block, dtype=np.float32).reshape(-1)
+        if not block.size:
+            continue
+        samples += block.size
+        sum_squares += float(np.sum(np.square(block, dtype=np.float64)))
+        pending.append(block)
+        pending_len += block.size
+        if pending_len < span:
+            continue
+        buffer = np.concatenate(pending)
+        while len(buffer) >= span:
+            compute(buffer, block_columns)
+            buffer = buffer[block_columns * hop:]
+        pending, pending_len = [buffer.copy()], len(buffer)  # a copy frees the big concatenation
+    # The end: librosa's centring pads n_fft // 2 zeros after the last sample too.
+    buffer = np.concatenate([*pending, np.zeros(n_fft // 2, dtype=np.float32)])
+    total = mel_columns(samples, config)
+    while done < total:
+        count = min(block_columns, total - done)
+        compute(buffer, count)
+        buffer = buffer[count * hop:]
+    inside = kept < total
+    return ClipMel(config, samples, sum_squares, low, high, kept[inside], stored[:, inside])
 
 
 def window_columns(start: int, window_len: int, columns: int, frames: int) -> tuple[int, int]:

@@ -481,6 +481,32 @@ def read_frames_at(path: str | os.PathLike, times: Sequence[float]) -> np.ndarra
     return read_frames(path, indices.tolist())
 
 
+def _decoded_audio(path: str) -> Iterator[tuple[int, np.ndarray]]:
+    """(native rate, planar float32 chunk (C, n)) for each decoded piece of the first audio stream."""
+    container = _open(path)
+    try:
+        stream = _audio_stream(container)
+        if stream is None:
+            raise NoAudio(path, "no audio stream")
+        native_rate = int(stream.rate)
+        # Decoding to planar float keeps the sample values; mixing and resampling are the caller's.
+        resampler = av.AudioResampler(format="fltp", layout=None, rate=native_rate)
+        decoded = False
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    decoded = True
+                    yield native_rate, out.to_ndarray()
+        except av.error.FFmpegError as exc:
+            if not decoded:
+                raise TruncatedMedia(path, f"audio could not be decoded ({exc})") from exc
+            # A truncated tail: keep what decoded.
+        for out in resampler.resample(None):
+            yield native_rate, out.to_ndarray()
+    finally:
+        container.close()
+
+
 def read_audio(
     path: str | os.PathLike,
     sample_rate: int = 16000,
@@ -490,26 +516,10 @@ def read_audio(
     import soxr
 
     path = str(path)
-    container = _open(path)
     chunks: list[np.ndarray] = []
-    try:
-        stream = _audio_stream(container)
-        if stream is None:
-            raise NoAudio(path, "no audio stream")
-        native_rate = int(stream.rate)
-        # Decoding to planar float keeps the sample values; mixing and resampling happen below.
-        resampler = av.AudioResampler(format="fltp", layout=None, rate=native_rate)
-        try:
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray())
-        except av.error.FFmpegError as exc:
-            if not chunks:
-                raise TruncatedMedia(path, f"audio could not be decoded ({exc})") from exc
-        for out in resampler.resample(None):
-            chunks.append(out.to_ndarray())
-    finally:
-        container.close()
+    native_rate = sample_rate
+    for native_rate, chunk in _decoded_audio(path):
+        chunks.append(chunk)
     if not chunks:
         raise NoAudio(path, "audio stream decodes to no samples")
     audio = np.concatenate(chunks, axis=1).astype(np.float32)
@@ -521,6 +531,43 @@ def read_audio(
         audio = soxr.resample(audio.T, native_rate, sample_rate, quality="HQ").T
     audio = np.ascontiguousarray(audio, dtype=np.float32)
     return audio[0] if mono else audio
+
+
+def iter_audio(path: str | os.PathLike, sample_rate: int = 16000, block_samples: int = 1 << 16
+               ) -> Iterator[np.ndarray]:
+    """read_audio(path, sample_rate) as consecutive float32 mono blocks, never holding the whole clip.
+
+    The concatenated blocks equal read_audio's array exactly: mixing is per sample, and soxr's
+    streaming resampler gives its one-shot output whatever the chunking.
+    """
+    import soxr
+
+    path = str(path)
+    resampler = None
+    pending: list[np.ndarray] = []
+    pending_len = decoded = 0
+
+    def mixed() -> np.ndarray:
+        # read_audio's mono mix (a float32 mean over channels), one decoded batch at a time.
+        return np.concatenate(pending, axis=1).astype(np.float32).mean(axis=0)
+
+    for native_rate, chunk in _decoded_audio(path):
+        if resampler is None and native_rate != sample_rate:
+            resampler = soxr.ResampleStream(native_rate, sample_rate, 1, dtype="float32", quality="HQ")
+        pending.append(chunk)
+        pending_len += chunk.shape[1]
+        decoded += chunk.shape[1]
+        if pending_len >= block_samples:
+            block = mixed()
+            pending, pending_len = [], 0
+            yield resampler.resample_chunk(block) if resampler is not None else block
+    if not decoded:
+        raise NoAudio(path, "audio stream decodes to no samples")
+    tail = mixed() if pending else np.zeros(0, dtype=np.float32)
+    if resampler is not None:
+        tail = resampler.resample_chunk(tail, last=True)  # flushes the filter's delay
+    if tail.size:
+        yield tail
 
 
 def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:

@@ -13,9 +13,9 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from media.audio import MelConfig, clip_mel_db, is_silent, time_columns, window_columns
+from media.audio import ClipMel, MelConfig, mel_columns, stream_mel, time_columns, window_columns
 from media.errors import MediaError, NoFace, TooShort
-from media.io import FrameReader, frame_times, read_audio
+from media.io import FrameReader, iter_audio
 from media.sample import WindowSample
 
 
@@ -65,33 +65,35 @@ def iter_windows(video_path: str, audio_path: str, keys: list[str], config: Wind
         if not starts:
             raise TooShort(video_path, f"{info.frames} frames, fewer than one window of {config.window_len}")
         audio_path = audio_path or video_path
-        audio = read_audio(audio_path, config.mel.sample_rate)
-        if is_silent(audio, config.silence_dbfs):
-            raise MediaError(audio_path, f"silent audio (RMS below {config.silence_dbfs} dBFS)")
-        mel = clip_mel_db(audio, config.mel)
-        db_min, db_max = float(mel.min()), float(mel.max())
-        times = frame_times(video_path)
         step = info.duration / info.frames
-        audio_seconds = len(audio) / config.mel.sample_rate
+        spans = [_window_span(reader, start, config.window_len, step) for start in starts]
         # When audio and video lengths agree, map columns by the frames ratio as the reference does;
         # when they do not, that ratio would stretch the audio, so map by time instead.
-        by_ratio = abs(audio_seconds - info.duration) <= max(config.duration_tolerance_s, step)
+        tolerance = max(config.duration_tolerance_s, step)
+        # One pass over the audio keeps only the mel columns a window may take. Which ones the ratio
+        # mapping takes depends on the audio's length, unknown until the pass ends; keep those of every
+        # length it would be used for (a few columns more per window).
+        candidates = _candidate_columns(starts, spans, info.frames, info.duration, tolerance, config)
+        mel = stream_mel(iter_audio(audio_path, config.mel.sample_rate), config.mel, candidates)
+        if mel.is_silent(config.silence_dbfs):
+            raise MediaError(audio_path, f"silent audio (RMS below {config.silence_dbfs} dBFS)")
+        by_ratio = abs(mel.seconds - info.duration) <= tolerance
+        columns = [_columns(mel, start, span, info.frames, by_ratio, config, audio_path, window)
+                   for window, (start, span) in enumerate(zip(starts, spans))]
+        wanted = [c for c in columns if not isinstance(c, MediaError)]
+        if not all(mel.has(first, last) for first, last in wanted):
+            # Not expected (the candidates cover every window); a second pass keeps it exact.
+            mel = stream_mel(iter_audio(audio_path, config.mel.sample_rate), config.mel,
+                             (c for first, last in wanted for c in range(first, last)))
+        db_min, db_max = mel.db_range()
         reader.will_read(s + i for s in starts for i in range(config.window_len))
-        for window, start in enumerate(starts):
+        for window, (start, (start_time, end_time), span_columns) in enumerate(zip(starts, spans, columns)):
             key = keys[window]
             indices = list(range(start, start + config.window_len))
-            start_time = float(times[start])
-            following = indices[-1] + 1
-            end_time = float(times[following]) if following < len(times) else float(times[indices[-1]] + step)
             try:
-                if by_ratio:
-                    first, last = window_columns(start, config.window_len, mel.shape[1], info.frames)
-                else:
-                    if end_time > audio_seconds:
-                        raise TooShort(audio_path, f"audio ends at {audio_seconds:.2f}s, before window "
-                                                   f"{window} ({start_time:.2f}-{end_time:.2f}s)")
-                    first, last = time_columns(start_time, end_time, config.mel)
-                last = max(last, first + 1)
+                if isinstance(span_columns, MediaError):
+                    raise span_columns
+                first, last = span_columns
                 crops, box = crop_window(reader.read(indices), config, centred, video_path)
             except MediaError as exc:
                 yield WindowFailure(key, exc)
@@ -104,7 +106,55 @@ def iter_windows(video_path: str, audio_path: str, keys: list[str], config: Wind
                 "mel": asdict(config.mel), "crop": "face" if box is not None else "full", "face_box": box,
                 "perturbation": {"type": "none", "level": 0},
             }
-            yield WindowSample(key, crops, mel[:, first:last], int(label), sample_meta)
+            yield WindowSample(key, crops, mel.db(first, last), int(label), sample_meta)
+
+
+def _window_span(reader: FrameReader, start: int, window_len: int, step: float) -> tuple[float, float]:
+    """Start and end time of a window: its first frame's time and the next frame's (or one step on)."""
+    index = reader.index
+
+    def time_of(frame: int) -> float:
+        # frame_times' arithmetic for one frame: the whole video's times are never held.
+        return float(np.float64(index.pts[frame] - index.pts[0]) * index.time_base)
+
+    last = start + window_len - 1
+    end_time = time_of(last + 1) if last + 1 < len(index.pts) else time_of(last) + step
+    return time_of(start), end_time
+
+
+def _columns(mel: ClipMel, start: int, span: tuple[float, float], frames: int, by_ratio: bool,
+             config: WindowConfig, audio_path: str, window: int) -> tuple[int, int] | MediaError:
+    """The mel columns [first, last) of one window, or why it has none."""
+    start_time, end_time = span
+    if by_ratio:
+        first, last = window_columns(start, config.window_len, mel.columns, frames)
+    else:
+        if end_time > mel.seconds:
+            return TooShort(audio_path, f"audio ends at {mel.seconds:.2f}s, before window "
+                                        f"{window} ({start_time:.2f}-{end_time:.2f}s)")
+        first, last = time_columns(start_time, end_time, config.mel)
+    return first, max(last, first + 1)
+
+
+def _candidate_columns(starts: list[int], spans: list[tuple[float, float]], frames: int, duration: float,
+                       tolerance: float, config: WindowConfig) -> list[int]:
+    """Every mel column a window could take, whichever audio length the pass finds.
+
+    By time, a window's columns do not depend on the audio's length. By ratio they do, but the
+    ratio is used only for lengths within `tolerance` of the video's: a short range of column counts.
+    """
+    mel = config.mel
+    # One column more each side than the tolerance allows, for rounding in the seconds.
+    fewest = mel_columns(max(0, int(np.floor((duration - tolerance) * mel.sample_rate))), mel) - 1
+    most = mel_columns(int(np.ceil((duration + tolerance) * mel.sample_rate)), mel) + 1
+    wanted: set[int] = set()
+    for start, (start_time, end_time) in zip(starts, spans):
+        first, last = time_columns(start_time, end_time, mel)
+        wanted.update(range(first, max(last, first + 1)))
+        for columns in range(max(1, fewest), most + 1):
+            first, last = window_columns(start, config.window_len, columns, frames)
+            wanted.update(range(first, max(last, first + 1)))
+    return sorted(wanted)
 
 
 def crop_window(frames: np.ndarray, config: WindowConfig, centred: bool, label: str

@@ -170,6 +170,31 @@ def test_read_audio_resamples_to_mono(tmp_path):
     assert both.shape[0] == 2
 
 
+@pytest.mark.parametrize("rate, channels, container", [(44100, 2, "wav"), (16000, 1, "wav"), (22050, 1, "wav"),
+                                                     (48000, 2, "mp4")])
+def test_iter_audio_blocks_join_into_read_audio(tmp_path, make_video, rate, channels, container):
+    """Streaming decode, mix and resample give read_audio's samples exactly, whatever the block size."""
+    rng = np.random.default_rng(rate + channels)
+    noise = (0.2 * rng.standard_normal((channels, int(3.3 * rate)))).astype(np.float32)
+    signal = tone(3.3, rate, freq=523.0, channels=channels) + (noise[0] if channels == 1 else noise)
+    if container == "wav":
+        path = tmp_path / "a.wav"
+        io.write_wav(path, signal, rate)
+    else:  # AAC in mp4: decoded frames of 1024 samples, a resampler fed from many chunks
+        path = tmp_path / "a.mp4"
+        io.write_video(path, gradient_frames(80, 32, 32), 25, signal, rate)
+    whole = io.read_audio(path, 22050)
+    for block in (1000, 1 << 16, 10**7):
+        blocks = list(io.iter_audio(path, 22050, block_samples=block))
+        assert all(b.dtype == np.float32 and b.ndim == 1 for b in blocks)
+        assert np.array_equal(np.concatenate(blocks), whole), block
+
+
+def test_iter_audio_errors_like_read_audio(make_video):
+    with pytest.raises(NoAudio):
+        list(io.iter_audio(make_video(n=10, audio=False)))
+
+
 def test_mux_audio_replaces_track(make_video, tmp_path):
     path = make_video(n=25, audio=False)
     io.mux_audio(path, tone(1.0, 16000, freq=300.0), tmp_path / "muxed.mp4", 16000)
