@@ -140,8 +140,13 @@ def render_face(persona: Persona, size: int, mouth_open: float, head_shift: tupl
     cv2.ellipse(frame, pt(cx, cy), axes(face_w / 2, face_h / 2), 0, 0, 360, persona.skin, -1,
                 cv2.LINE_AA, shift)
     eye_y = cy - face_h * 0.12
+    brow = tuple(int(v * 0.3) for v in persona.hair)
     for side in (-1, 1):
         ex = cx + side * face_w * 0.2
+        # Dark brows over the eyes: the contrast pattern a Haar face cascade keys on, so the
+        # face-tracking generators (mouth_rewrite) find these cartoons as they find people.
+        cv2.ellipse(frame, pt(ex, eye_y - face_h * 0.07), axes(face_w * 0.1, face_h * 0.02), 0, 180, 360,
+                    brow, max(1, round(size / 40)), cv2.LINE_AA, shift)
         if blink:
             cv2.line(frame, pt(ex - face_w * 0.07, eye_y), pt(ex + face_w * 0.07, eye_y), (40, 30, 30),
                      max(1, size // 120), cv2.LINE_AA, shift)

@@ -17,7 +17,7 @@ STAGES = ["corpus", "denoise", "synthesize", "compose", "perturb", "train", "eva
 
 def _reduced_params() -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["demo"].update(identities=6, clips_per_identity=1, duration_s=2.0, size=64)
+    params["demo"].update(identities=6, clips_per_identity=1, duration_s=2.0, size=128)  # Haar-size faces
     params["corpus"]["splits"] = {"train": 0.34, "val": 0.33, "test": 0.33}
     params["compose"].update(n_windows=3, frame_size=64, samples_per_shard=8)
     params["perturb"].update(types=["gaussian_blur", "compression"], levels=[1, 5])
@@ -36,7 +36,11 @@ def test_every_stage_in_dvc_order(tmp_path):
                                 capture_output=True, text=True)
         assert result.returncode == 0, f"{stage} failed:\n{result.stderr[-3000:]}"
     fakes = pd.read_parquet(tmp_path / "data/fakes/fakes.parquet")
-    assert len(fakes) == 6 and set(fakes.generator) == {"audio_swap"}
+    clips = pd.read_parquet(tmp_path / "data/corpus/clips.parquet").set_index("clip_id")
+    by_generator = fakes.groupby("generator").target_clip.apply(lambda c: sorted(set(clips.loc[c, "split"])))
+    # The demo's generators: mouth_rewrite everywhere, audio_swap held out for the test split.
+    assert by_generator.to_dict() == {"audio_swap": ["test"], "mouth_rewrite": ["test", "train", "val"]}
+    assert len(fakes) == 6 + 2
     samples = pd.read_parquet(tmp_path / "data/shards/clean/samples.parquet")
     assert set(samples.split) == {"train", "val", "test"} and set(samples.label) == {0, 1}
     for kind in ("gaussian_blur", "compression"):

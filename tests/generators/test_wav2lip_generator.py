@@ -88,4 +88,8 @@ def test_generate_follows_the_audio(checkpoint: Path, clip: dict) -> None:
     fake = np.stack(list(iter_frames(out_path)))
     source = np.stack(list(iter_frames(clip["target"])))[np.arange(expected) % info.frames]
     diff = np.abs(fake.astype(np.int16) - source.astype(np.int16)).mean(axis=(0, 3))
-    assert diff[:20].mean() < 3 and diff[80:140].mean() > 10
+    # Above the highest face box the frames are the target's, up to the encode (Wav2Lip pads no rows on top).
+    from media.faces import detect_face
+
+    top = int(min(box.y1 for box in (detect_face(frame) for frame in source[:info.frames]) if box is not None))
+    assert top >= 8 and diff[: top - 1].mean() < 3 and diff[80:140].mean() > 10
