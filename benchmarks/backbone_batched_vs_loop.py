@@ -6,11 +6,14 @@ once with the batched backbone and once with the one-crop-at-a-time loop; prints
     python benchmarks/backbone_batched_vs_loop.py                         # vit-tiny + resnet18, batch 4, CPU
     python benchmarks/backbone_batched_vs_loop.py --backbone resnet50 --steps 2
 
-Measured on a quiet 2-core CPU (torch 2.13, 2 threads): 0.89x for resnet18 batch 4 and for resnet50
-batch 2, i.e. no gain on CPU, where batch 4 already keeps the cores busy. On a loaded machine (load
-average > cores) the loop looks 3-4x slower, because its 15x more parallel regions each wait on
-descheduled threads; the script flags that case. The gain it targets is on GPU (15x fewer kernel
-launches, one large batch instead of 15 small ones); run with --device cuda there.
+Measured 2026-11-26 on a quiet 2-core CPU (torch 2.13, 2 threads, median of 5 or 3 steps):
+- the CPU demo's configuration (`--encoder vit-tiny-p16 --batch 16 --crop 32`): 0.460 s vs 0.760 s per
+  step, 1.65x: with 32-pixel crops each of the loop's 15 calls is mostly per-call overhead;
+- reference-size crops (`--batch 4`, 224 pixels, resnet18): 0.89x, no gain: one call of 60 large
+  crops is compute-bound, as are 15 calls of 4.
+On an H100 (benchmarks/train_step_gpu.py, ViT-L/14 + ResNet-50, bf16, batch 16) it is 1.49x with the
+encoder frozen and 1.66x with it trained. On a loaded CPU (load average > cores) the loop looks
+slower still, because each of its parallel regions waits on descheduled threads; the script flags that.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ def main() -> None:
     parser.add_argument("--encoder", default="vit-tiny")
     parser.add_argument("--backbone", default="resnet18", choices=["resnet18", "resnet50"])
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--crop", type=int, default=224, help="crop side: 224 is the reference, 32 the CPU demo's")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant (after one warm-up each)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -64,11 +68,11 @@ def main() -> None:
     gen = torch.Generator().manual_seed(1)
     batch = (
         torch.randn(args.batch, 3, model.global_size, model.global_size, generator=gen).to(device),
-        torch.randn(args.batch, 15, 3, 224, 224, generator=gen).to(device),
+        torch.randn(args.batch, 15, 3, args.crop, args.crop, generator=gen).to(device),
         torch.randint(0, 2, (args.batch,), generator=gen).float().to(device),
     )
     print(
-        f"LipFD {args.encoder} + {args.backbone}, batch {args.batch} ({args.batch * 15} crops of 224x224), "
+        f"LipFD {args.encoder} + {args.backbone}, batch {args.batch} ({args.batch * 15} crops of {args.crop}x{args.crop}), "
         f"device {device}, torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
         f"load average {os.getloadavg()[0]:.1f}"
     )

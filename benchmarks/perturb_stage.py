@@ -1,9 +1,9 @@
 """Perturb-stage wall time for a test split across the whole grid (6 types x 5 levels), and ms per sample by type.
 
-A clean test split of synthetic 500x500 windows (five frames panning across a photo, JPEG q95,
-mel as numbers) is written as shards first, untimed; then `run_perturb` is timed with N workers
-on the DirectRunner. Per-type cost is measured separately on one core: decode + perturb + encode
-of one window at all five levels, divided by five (ms per sample per (type, level)).
+A clean test split of synthetic 500x500 windows (five frames panning across a photo, JPEG at the
+compose default quality, mel as numbers) is written as shards first, untimed; then `run_perturb` is
+timed with N workers on the DirectRunner. Per-type cost is measured separately on one core: decode +
+perturb + encode of one window at all five levels, divided by five (ms per sample per (type, level)).
 
     python benchmarks/perturb_stage.py [--samples 1000] [--samples-per-shard 200] [--workers 2]
 

@@ -47,7 +47,7 @@ class PerturbConfig:
     levels: tuple[int, ...] = (1, 2, 3, 4, 5)
     splits: tuple[str, ...] = ("test",)
     frame_format: str = "same"  # same (as the clean sample's frames), jpg or png
-    # Written as PNG whatever frame_format says: JPEG's 4:2:0 chroma subsampling at q95 removes
+    # Written as PNG whatever frame_format says: JPEG's 4:2:0 chroma subsampling at q92-95 removes
     # most of the YCbCr noise (mean error 8 at level 1, 41 at level 5 on 500x500 faces).
     lossless_types: tuple[str, ...] = ("gaussian_noise",)
     jpeg_quality: int = 92
