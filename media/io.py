@@ -528,9 +528,21 @@ def read_audio(
     if mono:
         audio = audio.mean(axis=0, keepdims=True)
     if native_rate != sample_rate:
-        audio = soxr.resample(audio.T, native_rate, sample_rate, quality="HQ").T
+        resampled = soxr.resample(audio.T, native_rate, sample_rate, quality="HQ").T
+        audio = np.zeros((audio.shape[0], resampled_length(audio.shape[1], native_rate, sample_rate)), np.float32)
+        keep = min(audio.shape[1], resampled.shape[1])
+        audio[:, :keep] = resampled[:, :keep]
     audio = np.ascontiguousarray(audio, dtype=np.float32)
     return audio[0] if mono else audio
+
+
+def resampled_length(samples: int, native_rate: int, sample_rate: int) -> int:
+    """How many samples `samples` at `native_rate` become at `sample_rate`: librosa's rule, ceil(n * ratio).
+
+    librosa.load (which the reference preprocessing uses) pads or trims soxr's output to this length,
+    and the mel's column count, hence the reference's column-per-frame ratio, follows from it.
+    """
+    return int(np.ceil(samples * (float(sample_rate) / native_rate)))
 
 
 def iter_audio(path: str | os.PathLike, sample_rate: int = 16000, block_samples: int = 1 << 16
@@ -551,6 +563,8 @@ def iter_audio(path: str | os.PathLike, sample_rate: int = 16000, block_samples:
         # read_audio's mono mix (a float32 mean over channels), one decoded batch at a time.
         return np.concatenate(pending, axis=1).astype(np.float32).mean(axis=0)
 
+    yielded = 0
+    native_rate = sample_rate
     for native_rate, chunk in _decoded_audio(path):
         if resampler is None and native_rate != sample_rate:
             resampler = soxr.ResampleStream(native_rate, sample_rate, 1, dtype="float32", quality="HQ")
@@ -560,12 +574,17 @@ def iter_audio(path: str | os.PathLike, sample_rate: int = 16000, block_samples:
         if pending_len >= block_samples:
             block = mixed()
             pending, pending_len = [], 0
-            yield resampler.resample_chunk(block) if resampler is not None else block
+            block = resampler.resample_chunk(block) if resampler is not None else block
+            yielded += block.size
+            yield block
     if not decoded:
         raise NoAudio(path, "audio stream decodes to no samples")
     tail = mixed() if pending else np.zeros(0, dtype=np.float32)
     if resampler is not None:
         tail = resampler.resample_chunk(tail, last=True)  # flushes the filter's delay
+        # read_audio's length rule (librosa's): zero-pad or trim the end to ceil(n * ratio).
+        want = resampled_length(decoded, native_rate, sample_rate) - yielded
+        tail = np.concatenate([tail[:max(want, 0)], np.zeros(max(want - tail.size, 0), np.float32)])
     if tail.size:
         yield tail
 

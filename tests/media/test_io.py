@@ -322,3 +322,19 @@ def test_shared_videos_probe_and_seek(path):
         assert np.array_equal(got, everything[index])
     audio = io.read_audio(path, 16000)
     assert abs(len(audio) / 16000 - info.audio_duration) < 0.1
+
+
+@pytest.mark.parametrize("samples", [16000, 16001, 16003, 33337])
+def test_resampled_audio_is_librosa_load_to_the_sample(tmp_path, samples):
+    # The reference loads its wavs with librosa.load: same length rule (ceil), same soxr HQ values.
+    import librosa
+
+    wav = tmp_path / "a.wav"
+    rng = np.random.default_rng(samples)
+    io.write_wav(wav, (0.3 * rng.standard_normal(samples)).astype(np.float32), 16000)
+    reference, _ = librosa.load(str(wav))
+    ours = io.read_audio(wav, 22050)
+    streamed = np.concatenate(list(io.iter_audio(wav, 22050, block_samples=4096)))
+    assert len(ours) == len(reference) == io.resampled_length(samples, 16000, 22050)
+    np.testing.assert_array_equal(ours, reference)
+    np.testing.assert_array_equal(streamed, ours)
