@@ -13,8 +13,7 @@ import pyarrow as pa
 
 from pipelines import storage
 from pipelines.beam_options import pipeline_options
-from pipelines.failures import SCHEMA as FAILURE_SCHEMA
-from pipelines.failures import Failure, check_threshold, failure_rows
+from pipelines.failures import Failure, check_threshold, write_manifest_and_failures
 from pipelines.sources import Candidate, resolve_source
 from pipelines.splits import assign_splits
 
@@ -86,16 +85,12 @@ def write_manifests(results: list[dict], out_dir: str, seed: int, fractions: dic
     splits = assign_splits([row["identity"] for row in unique], fractions, seed, method) if unique else {}
     for row in unique:
         row["split"] = splits[row["identity"]]
-    storage.write_parquet(storage.join(out_dir, "clips.parquet"), unique, CLIP_SCHEMA)
-    storage.write_parquet(storage.join(out_dir, "failures.parquet"), failure_rows(failures), FAILURE_SCHEMA)
-    by_error: dict[str, int] = {}
-    for failure in failures:
-        by_error[failure.error] = by_error.get(failure.error, 0) + 1
+    by_error = write_manifest_and_failures(out_dir, "clips.parquet", unique, CLIP_SCHEMA, failures)
     by_split: dict[str, int] = {}
     for row in unique:
         by_split[row["split"]] = by_split.get(row["split"], 0) + 1
     stats = {"stage": STAGE, "inputs": len(results), "clips": len(unique), "failures": len(failures),
-             "failures_by_error": dict(sorted(by_error.items())), "clips_by_split": dict(sorted(by_split.items())),
+             "failures_by_error": by_error, "clips_by_split": dict(sorted(by_split.items())),
              "identities": len(splits)}
     # Seconds are kept out of the stats file so that its bytes depend only on the inputs.
     log.info("corpus written in %.1fs", time.time() - seconds_started)

@@ -29,8 +29,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from pipelines import storage
 from pipelines.progress import WorkerProgress
 from pipelines.beam_options import pipeline_options
-from pipelines.failures import SCHEMA as FAILURE_SCHEMA
-from pipelines.failures import Failure, check_threshold, failure_rows
+from pipelines.failures import Failure, check_threshold, write_manifest_and_failures
 
 STAGE = "denoise"
 log = logging.getLogger("avlips.denoise")
@@ -149,11 +148,7 @@ def write_manifests(results: list[dict], out_dir: str, params_hash: str, extra_f
     rows = sorted((r["audio"] for r in results if "audio" in r), key=lambda row: row["clip_id"])
     failures = [Failure(**r["failure"]) for r in results if "failure" in r]
     failures += [Failure(**row) for row in extra_failures]
-    storage.write_parquet(storage.join(out_dir, "audio.parquet"), rows, AUDIO_SCHEMA)
-    storage.write_parquet(storage.join(out_dir, "failures.parquet"), failure_rows(failures), FAILURE_SCHEMA)
-    by_error: dict[str, int] = {}
-    for failure in failures:
-        by_error[failure.error] = by_error.get(failure.error, 0) + 1
+    by_error = write_manifest_and_failures(out_dir, "audio.parquet", rows, AUDIO_SCHEMA, failures)
     by_source: dict[str, int] = {}
     for row in rows:
         by_source[row["audio_source"]] = by_source.get(row["audio_source"], 0) + 1
@@ -163,7 +158,7 @@ def write_manifests(results: list[dict], out_dir: str, params_hash: str, extra_f
 
     # Only facts of the outputs: the stats bytes are the same for a fresh run and a rerun.
     stats = {"stage": STAGE, "inputs": len(results) + len(extra_failures), "outputs": len(rows),
-             "failures": len(failures), "failures_by_error": dict(sorted(by_error.items())),
+             "failures": len(failures), "failures_by_error": by_error,
              "outputs_by_audio_source": dict(sorted(by_source.items())), "params_hash": params_hash,
              "seconds_of_audio": round(sum(row["duration"] for row in rows), 3),
              "mean_snr_before_db": mean("snr_before_db"), "mean_snr_after_db": mean("snr_after_db")}

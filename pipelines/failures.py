@@ -37,6 +37,24 @@ def failure_rows(failures: list[Failure]) -> list[dict]:
     return [f.to_row() for f in sorted(failures, key=lambda f: (f.input, f.stage, f.error))]
 
 
+def counts_by_error(failures: list[Failure]) -> dict[str, int]:
+    """How many failures of each error class, sorted by class (for a stage's stats file)."""
+    counts: dict[str, int] = {}
+    for failure in failures:
+        counts[failure.error] = counts.get(failure.error, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def write_manifest_and_failures(out_dir: str, name: str, rows: list[dict], schema: pa.Schema,
+                                failures: list[Failure]) -> dict[str, int]:
+    """Write a stage's sorted manifest `name` and its failures.parquet; return the failure counts by error."""
+    from pipelines import storage  # storage imports Beam: only the stages that write need it
+
+    storage.write_parquet(storage.join(out_dir, name), rows, schema)
+    storage.write_parquet(storage.join(out_dir, "failures.parquet"), failure_rows(failures), SCHEMA)
+    return counts_by_error(failures)
+
+
 def check_threshold(stage: str, inputs: int, failed: int, max_fraction: float) -> None:
     """Raise StageFailed when the share of failed inputs passes the threshold from params.yaml."""
     if inputs and failed / inputs > max_fraction:

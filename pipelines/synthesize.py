@@ -49,8 +49,7 @@ from generators.registry_cli import STAGE_KEYS as GENERATOR_STAGE_KEYS
 from pipelines import storage
 from pipelines.progress import WorkerProgress
 from pipelines.beam_options import pipeline_options
-from pipelines.failures import SCHEMA as FAILURE_SCHEMA
-from pipelines.failures import Failure, check_threshold, failure_rows
+from pipelines.failures import Failure, check_threshold, write_manifest_and_failures
 
 STAGE = "synthesize"
 log = logging.getLogger("avlips.synthesize")
@@ -463,11 +462,7 @@ def write_manifests(results: list[list[dict]], out_dir: str, extra_failures: lis
     rows = sorted((r["fake"] for r in records if "fake" in r), key=lambda row: row["fake_id"])
     failures = [Failure(**r["failure"]) for r in records if "failure" in r]
     failures += [Failure(**row) for row in extra_failures]
-    storage.write_parquet(storage.join(out_dir, "fakes.parquet"), rows, FAKE_SCHEMA)
-    storage.write_parquet(storage.join(out_dir, "failures.parquet"), failure_rows(failures), FAILURE_SCHEMA)
-    by_error: dict[str, int] = {}
-    for failure in failures:
-        by_error[failure.error] = by_error.get(failure.error, 0) + 1
+    by_error = write_manifest_and_failures(out_dir, "fakes.parquet", rows, FAKE_SCHEMA, failures)
     made = {name: 0 for name in planned}
     for row in rows:
         made[row["generator"]] = made.get(row["generator"], 0) + 1
@@ -480,7 +475,7 @@ def write_manifests(results: list[list[dict]], out_dir: str, extra_failures: lis
     }
     # Only facts of the outputs: the stats bytes are the same for a fresh run and a rerun.
     stats = {"stage": STAGE, "targets": targets, "inputs": sum(planned.values()), "fakes": len(rows),
-             "failures": len(failures), "failures_by_error": dict(sorted(by_error.items())),
+             "failures": len(failures), "failures_by_error": by_error,
              "generators": per_generator, "seconds_of_video": round(sum(row["seconds"] for row in rows), 3)}
     storage.write_json(storage.join(out_dir, "synthesize_stats.json"), stats)
     return stats
