@@ -103,6 +103,11 @@ def _torch_load(path: str | os.PathLike[str]) -> Any:
     return torch.load(path, weights_only=True, map_location="cpu")
 
 
+def read_checkpoint_file(path: str | os.PathLike[str]) -> Any:
+    """A checkpoint file's contents (weights_only, on the CPU), to hand to either loader without reading it twice."""
+    return _torch_load(path)
+
+
 def _is_torchscript_archive(path: str | os.PathLike[str]) -> bool:
     # TorchScript zips carry `constants.pkl`; torch.save zips never do.
     if not zipfile.is_zipfile(path):
@@ -384,15 +389,20 @@ def _arch_hint(saved: LipFDConfig | None, model: nn.Module) -> str:
 
 
 def load_checkpoint(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | Mapping[str, Any],
     model: nn.Module | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any | None = None,
     restore_rng: bool = True,
     device: torch.device | str | None = None,
 ) -> LoadedCheckpoint:
-    """Restore a `save_checkpoint` file: weights (into `model` or one built from its config), optimizer, RNG..."""
-    obj = _torch_load(path)
+    """Restore a `save_checkpoint` file: weights (into `model` or one built from its config), optimizer, RNG...
+
+    `path` may also be the file's contents, already read with `read_checkpoint_file`.
+    """
+    obj = path if isinstance(path, Mapping) else _torch_load(path)
+    if isinstance(path, Mapping):
+        path = "checkpoint"  # for the messages below
     if not isinstance(obj, Mapping) or obj.get("format") != CHECKPOINT_FORMAT:
         if isinstance(obj, Mapping) and "model" in obj and "total_steps" in obj:
             raise CheckpointFormatError(f"{path} is a released LipFD checkpoint; use load_reference_checkpoint")

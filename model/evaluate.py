@@ -45,22 +45,27 @@ def pick_device(name: str = "auto") -> torch.device:
 
 def load_detector(path: str, device: str = "auto") -> Detector:
     """Our checkpoint (trained by `avlips train`) or the released LipFD file (reference-compatible mode)."""
-    from model.checkpoints import CheckpointFormatError, load_checkpoint, load_reference_checkpoint
+    from model.checkpoints import (CheckpointError, CheckpointFormatError, load_checkpoint,
+                                   load_reference_checkpoint, read_checkpoint_file)
 
     if not os.path.isfile(path):
         raise EvaluateInputError(f"{path}: no such model checkpoint (train one with `avlips train`)")
     target = pick_device(device)
+    contents = read_checkpoint_file(path)  # once: the released file is 1.7 GB
     try:
-        loaded = load_checkpoint(path, restore_rng=False, device="cpu")
-        train = (loaded.extra or {}).get("train", {}) if isinstance(loaded.extra, dict) else {}
-        config = loaded.config
-        input_mode = train.get("input_mode", getattr(config, "input_mode", "reference_compatible"))
-        crop_size = int(train.get("crop_size", 224))
-        model, source = loaded.model, "avlips"
-    except CheckpointFormatError:
-        # Not our format: the released checkpoint was trained on BGR 0..255 at the reference sizes.
-        model, _ = load_reference_checkpoint(path)
-        input_mode, crop_size, source = "reference_compatible", 224, "reference"
+        try:
+            loaded = load_checkpoint(contents, restore_rng=False, device="cpu")
+            train = (loaded.extra or {}).get("train", {}) if isinstance(loaded.extra, dict) else {}
+            config = loaded.config
+            input_mode = train.get("input_mode", getattr(config, "input_mode", "reference_compatible"))
+            crop_size = int(train.get("crop_size", 224))
+            model, source = loaded.model, "avlips"
+        except CheckpointFormatError:
+            # Not our format: the released checkpoint was trained on BGR 0..255 at the reference sizes.
+            model, _ = load_reference_checkpoint(contents)
+            input_mode, crop_size, source = "reference_compatible", 224, "reference"
+    except CheckpointError as exc:
+        raise type(exc)(f"{path}: {exc}") from exc
     model.eval().to(target)
     return Detector(model, input_mode, crop_size, target, source)
 

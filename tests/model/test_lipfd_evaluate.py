@@ -149,3 +149,13 @@ def test_detect_with_a_checkpoint_in_the_released_format(built, tmp_path):
                     window=WindowConfig(n_windows=2, frame_size=64), centred=True, batch_size=2)
     assert "reference" in result.model and len(result.windows) == 2
     assert all(0.0 <= w["score"] <= 1.0 for w in result.windows)
+
+
+def test_a_file_that_is_no_lipfd_checkpoint_is_an_error_naming_it(tmp_path):
+    from model.checkpoints import CheckpointError
+    from model.evaluate import load_detector
+
+    path = tmp_path / "other.pt"
+    torch.save({"encoder.weight": torch.zeros(3)}, path)
+    with pytest.raises(CheckpointError, match=f"{path}: reference checkpoint does not fit"):
+        load_detector(str(path), device="cpu")
