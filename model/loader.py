@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import os
 import random
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterator, Mapping, Sequence
@@ -219,6 +220,7 @@ class LipFDStream(IterableDataset):
         self.start = {int(k): (int(v[0]), int(v[1])) for k, v in (start or {}).items()}
         self.worker_offset = worker_offset
         self.stats = LoaderStats()  # of the in-process stream (num_workers=0)
+        self.fast_checked: bool | None = None  # the parent's _fast_available(), handed to its workers
 
     # -- the raw sample stream of one consumer
 
@@ -262,6 +264,8 @@ class LipFDStream(IterableDataset):
 
     def __iter__(self) -> Iterator[Batch]:
         cfg = self.config
+        if self.fast_checked is not None:
+            _fast_state.setdefault("ok", self.fast_checked)  # a worker need not check the kernels again
         worker, workers = self._consumer()
         stats = LoaderStats() if get_worker_info() is not None else self.stats
         perturb = None
@@ -510,11 +514,11 @@ if njit is not None:
         for y in range(oh):
             need[ys0[y] - r_lo] = True
             need[ys1[y] - r_lo] = True
+        rows = np.nonzero(need)[0]
         c0, c1, c2 = chan[0], chan[1], chan[2]
         l0, l1, l2 = lut[0], lut[1], lut[2]
-        for r in range(r_lo, r_hi):
-            if not need[r - r_lo]:
-                continue
+        for k in range(rows.shape[0]):
+            r = rows[k] + r_lo
             row = src[r]
             t0, t1, t2 = tmp[r - r_lo, 0], tmp[r - r_lo, 1], tmp[r - r_lo, 2]
             for x in range(ow):
@@ -525,15 +529,16 @@ if njit is not None:
                 t0[x] = _fma32(l0[p[c0]], a, l0[q[c0]] * b)
                 t1[x] = _fma32(l1[p[c1]], a, l1[q[c1]] * b)
                 t2[x] = _fma32(l2[p[c2]], a, l2[q[c2]] * b)
-        for c in range(3):
-            for y in range(oh):
-                ta = tmp[ys0[y] - r_lo, c]
-                tb = tmp[ys1[y] - r_lo, c]
-                h0 = hw0[y]
-                h1 = hw1[y]
-                o = out[c, y]
-                for x in range(ow):
-                    o[x] = _fma32(ta[x], h0, tb[x] * h1)
+        for cy in range(3 * oh):
+            c = cy // oh
+            y = cy - c * oh
+            ta = tmp[ys0[y] - r_lo, c]
+            tb = tmp[ys1[y] - r_lo, c]
+            h0 = hw0[y]
+            h1 = hw1[y]
+            o = out[c, y]
+            for x in range(ow):
+                o[x] = _fma32(ta[x], h0, tb[x] * h1)
 
     @njit(nogil=True, cache=True)
     def _resize_f32(src, ys0, ys1, hw0, hw1, xs0, xs1, ww0, ww1, out, tmp):
@@ -656,10 +661,35 @@ def _fast_inputs(composites: Sequence[np.ndarray], config: LoaderConfig) -> tupl
     global_input = _output((b, 3, GLOBAL_SIZE, GLOBAL_SIZE))
     crops = _output((b, NUM_FRAMES * len(SCALE_BOXES), 3, CROP_SIZE, CROP_SIZE))
     g, c = global_input.numpy(), crops.numpy()
-    scratch = _scratch()
-    for k, composite in enumerate(composites):
-        _fast_one(np.ascontiguousarray(composite), lut, chan, g[k], c[k], kernels, scratch)
+
+    def run(samples: range) -> None:
+        scratch = _scratch()
+        for k in samples:
+            _fast_one(np.ascontiguousarray(composites[k]), lut, chan, g[k], c[k], kernels, scratch)
+
+    # The kernels release the GIL: as many threads as torch may use here (1 in a DataLoader worker).
+    threads = min(torch.get_num_threads(), b)
+    if threads > 1:
+        list(_resize_pool(threads).map(run, [range(i, b, threads) for i in range(threads)]))
+    else:
+        run(range(b))
     return global_input, _shrink_crops(crops, config).contiguous()
+
+
+_pools: dict[int, Any] = {}
+
+
+def _resize_pool(threads: int) -> Any:
+    """A thread pool for the resize kernels (one per size, made on first use; forgotten in a forked child)."""
+    if threads not in _pools:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="lipfd-resize")
+    return _pools[threads]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_pools.clear)  # a child has none of the parent's threads
 
 
 def _output(shape: tuple[int, ...]) -> torch.Tensor:
@@ -709,6 +739,22 @@ def batch_inputs(batch: Batch, config: LoaderConfig, device: torch.device | str)
     return batch.global_input.to(device, non_blocking=non_blocking), batch.crops.to(device, non_blocking=non_blocking)
 
 
+def _worker_context() -> Any:
+    """How loader workers start: from a clean forkserver (spawn where there is none), never a plain fork.
+
+    A fork copies every lock that this process's other threads (Beam, Dask, numba, gRPC) hold at that
+    instant; a worker that then needs one waits forever (seen: a worker stuck in torch.manual_seed).
+    The server imports this module once, so each worker starts in milliseconds, not seconds.
+    """
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["model.loader"])
+    return context
+
+
 def make_loader(
     shards: str | Sequence[str],
     config: LoaderConfig | None = None,
@@ -719,12 +765,13 @@ def make_loader(
 ) -> DataLoader:
     """A torch DataLoader of Batch over the shards (batching happens in the stream; workers per config)."""
     config = config or LoaderConfig()
-    if config.num_workers > 0 and config.resize_on == "collate":
-        _fast_available()  # checked once here, so that forked workers inherit the answer
     stream = LipFDStream(shards, config, rank=rank, world_size=world_size, start=start, worker_offset=worker_offset)
     kwargs: dict[str, Any] = {}
     if config.num_workers > 0:
-        kwargs.update(prefetch_factor=config.prefetch_factor, persistent_workers=False)
+        if config.resize_on == "collate":
+            stream.fast_checked = _fast_available()  # checked once here, not in every worker
+        kwargs.update(prefetch_factor=config.prefetch_factor, persistent_workers=False,
+                      multiprocessing_context=_worker_context())
     return DataLoader(stream, batch_size=None, num_workers=config.num_workers,
                       pin_memory=torch.cuda.is_available(), collate_fn=_identity, **kwargs)
 
