@@ -501,44 +501,46 @@ if njit is not None:
         return sig, codegen
 
     @njit(nogil=True, cache=True)
+    def _width_pass_u8(row, lut, chan, xs0, xs1, ww0, ww1, t):
+        """One source row (W, 3) uint8 resized along its width into t (3, ow), through the channel table."""
+        c0, c1, c2 = chan[0], chan[1], chan[2]
+        l0, l1, l2 = lut[0], lut[1], lut[2]
+        t0, t1, t2 = t[0], t[1], t[2]
+        for x in range(t.shape[1]):
+            p = row[xs0[x]]
+            q = row[xs1[x]]
+            a = ww0[x]
+            b = ww1[x]
+            t0[x] = _fma32(l0[p[c0]], a, l0[q[c0]] * b)
+            t1[x] = _fma32(l1[p[c1]], a, l1[q[c1]] * b)
+            t2[x] = _fma32(l2[p[c2]], a, l2[q[c2]] * b)
+
+    @njit(nogil=True, cache=True)
     def _resize_u8(src, lut, chan, ys0, ys1, hw0, hw1, xs0, xs1, ww0, ww1, out, tmp):
         """Bilinear resize of rows/cols (ys, xs) of src (H, W, 3) uint8 into out (3, oh, ow) float32.
 
-        Output channel c reads lut[c][src[..., chan[c]]]; width pass first (into tmp, rows x 3 x ow, only
-        the source rows used), then the height pass, as torch.
+        Output channel c reads lut[c][src[..., chan[c]]]; width pass first, then the height pass, as
+        torch. Output rows go in order and need two source rows each, so only the last two width-passed
+        rows are kept (tmp (2, 3, ow)): they stay in cache, and each source row is width-passed once.
         """
         oh, ow = out.shape[1], out.shape[2]
-        r_lo = min(ys0.min(), ys1.min())
-        r_hi = max(ys0.max(), ys1.max()) + 1
-        need = np.zeros(r_hi - r_lo, np.bool_)
+        held = np.array([-1, -1])  # the source row in each tmp slot
         for y in range(oh):
-            need[ys0[y] - r_lo] = True
-            need[ys1[y] - r_lo] = True
-        rows = np.nonzero(need)[0]
-        c0, c1, c2 = chan[0], chan[1], chan[2]
-        l0, l1, l2 = lut[0], lut[1], lut[2]
-        for k in range(rows.shape[0]):
-            r = rows[k] + r_lo
-            row = src[r]
-            t0, t1, t2 = tmp[r - r_lo, 0], tmp[r - r_lo, 1], tmp[r - r_lo, 2]
-            for x in range(ow):
-                p = row[xs0[x]]
-                q = row[xs1[x]]
-                a = ww0[x]
-                b = ww1[x]
-                t0[x] = _fma32(l0[p[c0]], a, l0[q[c0]] * b)
-                t1[x] = _fma32(l1[p[c1]], a, l1[q[c1]] * b)
-                t2[x] = _fma32(l2[p[c2]], a, l2[q[c2]] * b)
-        for cy in range(3 * oh):
-            c = cy // oh
-            y = cy - c * oh
-            ta = tmp[ys0[y] - r_lo, c]
-            tb = tmp[ys1[y] - r_lo, c]
+            for r, other in ((ys0[y], ys1[y]), (ys1[y], ys0[y])):
+                if held[0] != r and held[1] != r:
+                    slot = 1 if held[0] == other else 0  # never overwrite the other row this y needs
+                    _width_pass_u8(src[r], lut, chan, xs0, xs1, ww0, ww1, tmp[slot])
+                    held[slot] = r
+            s0 = 0 if held[0] == ys0[y] else 1
+            s1 = 0 if held[0] == ys1[y] else 1
             h0 = hw0[y]
             h1 = hw1[y]
-            o = out[c, y]
-            for x in range(ow):
-                o[x] = _fma32(ta[x], h0, tb[x] * h1)
+            for c in range(3):
+                ta = tmp[s0, c]
+                tb = tmp[s1, c]
+                o = out[c, y]
+                for x in range(ow):
+                    o[x] = _fma32(ta[x], h0, tb[x] * h1)
 
     @njit(nogil=True, cache=True)
     def _resize_f32(src, ys0, ys1, hw0, hw1, xs0, xs1, ww0, ww1, out, tmp):
@@ -618,9 +620,8 @@ def _fast_one(composite: np.ndarray, lut: np.ndarray, chan: np.ndarray, global_o
 
 def _scratch() -> dict[str, np.ndarray]:
     """Work buffers of the kernels' width passes (one set per call, reused over a batch)."""
-    height, _ = COMPOSITE_SHAPE
-    return {"global": np.empty((height, 3, GLOBAL_SIZE), np.float32),
-            "frame": np.empty((FRAME_SIZE, 3, CROP_SIZE), np.float32),
+    return {"global": np.empty((2, 3, GLOBAL_SIZE), np.float32),
+            "frame": np.empty((2, 3, CROP_SIZE), np.float32),
             "scale": np.empty((CROP_SIZE, CROP_SIZE), np.float32)}
 
 
