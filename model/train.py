@@ -30,6 +30,7 @@ from .checkpoints import (
     load_checkpoint,
     load_clip_visual,
     load_reference_checkpoint,
+    read_checkpoint_file,
     save_checkpoint,
 )
 from .config import TrainConfig
@@ -182,9 +183,9 @@ def data_fingerprint(shards: str | Sequence[str]) -> list[list[Any]]:
     return rows
 
 
-def _same_run(path: Path, config: TrainConfig, data: list[list[Any]]) -> bool:
+def _same_run(contents: Mapping[str, Any], config: TrainConfig, data: list[list[Any]]) -> bool:
     """Whether a checkpoint found by `resume: auto` was made by this training: same settings, same shards."""
-    extra = torch.load(path, map_location="cpu", weights_only=True).get("extra") or {}
+    extra = contents.get("extra") or {}
     return extra.get("train") == config.to_dict() and extra.get("data") == data
 
 
@@ -255,15 +256,19 @@ def _train(config, train_shards, val_shards, model_path, metrics_path, checkpoin
 
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else model_path.parent / "checkpoints"
     data = data_fingerprint(train_shards)
+    contents = None  # the checkpoint file, read once for the check and the restore
     if resume == "auto":
         resume = checkpoint_dir / CHECKPOINT_NAME if (checkpoint_dir / CHECKPOINT_NAME).exists() else None
-        if resume is not None and not _same_run(resume, config, data):
-            # A leftover of other settings or other shards: continuing it would mix two trainings.
-            log.warning("not resuming %s: it was trained with other settings or shards; starting afresh", resume)
-            resume = None
+        if resume is not None:
+            contents = read_checkpoint_file(resume)
+            if not isinstance(contents, Mapping) or not _same_run(contents, config, data):
+                # A leftover of other settings or other shards: continuing it would mix two trainings.
+                log.warning("not resuming %s: it was trained with other settings or shards; starting afresh", resume)
+                resume, contents = None, None
     step, cursors = 0, {}
     if resume:
-        loaded = load_checkpoint(resume, model, optimizer, scheduler, restore_rng=True)
+        loaded = load_checkpoint(contents if contents is not None else resume, model, optimizer, scheduler,
+                                 restore_rng=True)
         step = loaded.step
         cursors = _start_cursors(loaded.extra, rank, world, config.num_workers)
         log.info("resumed from %s at step %d", resume, step)
