@@ -86,12 +86,9 @@ def _size(path: str) -> int:
 def _finished_row(out_dir: str, clip_id: str, source: str, params_hash: str) -> dict | None:
     """The row of an earlier run's output for this clip, when it is complete and made the same way."""
     wav, sidecar = storage.join(out_dir, f"{clip_id}.wav"), storage.join(out_dir, f"{clip_id}.json")
-    if not (storage.exists(sidecar) and storage.exists(wav)):
+    record = storage.read_finished_record(sidecar, wav)
+    if record is None:
         return None
-    try:
-        record = storage.read_json(sidecar)
-    except (OSError, ValueError):
-        return None  # a sidecar from a crashed writer: redo the clip
     row = record.get("row") or {}
     if (row.get("params_hash") != params_hash or row.get("source_path") != source
             or record.get("source_size") != _size(source) or row.get("path") != wav):

@@ -66,6 +66,17 @@ def read_json(path: str) -> dict:
     return json.loads(read_bytes(path))
 
 
+def read_finished_record(sidecar: str, output: str) -> dict | None:
+    """An earlier run's JSON sidecar for `output`, or None when either file is missing or the sidecar is
+    unreadable (a writer that crashed mid-way): the caller then redoes that item."""
+    if not (exists(sidecar) and exists(output)):
+        return None
+    try:
+        return read_json(sidecar)
+    except (OSError, ValueError):
+        return None
+
+
 def write_parquet(path: str, rows: Iterable[dict], schema: pa.Schema) -> None:
     """Write rows as a parquet table with a fixed schema (an empty table still has its columns)."""
     table = pa.Table.from_pylist(list(rows), schema=schema)

@@ -266,12 +266,9 @@ def _inputs_of(clip: dict, fake: dict) -> dict:
 def _finished_row(out_dir: str, clip: dict, fake: dict) -> dict | None:
     """The row of an earlier run's fake, when its files are complete and it was made the same way."""
     video, sidecar = _fake_paths(out_dir, fake)
-    if not (storage.exists(sidecar) and storage.exists(video)):
+    record = storage.read_finished_record(sidecar, video)
+    if record is None:
         return None
-    try:
-        record = storage.read_json(sidecar)
-    except (OSError, ValueError):
-        return None  # a sidecar from a crashed writer: redo the fake
     row = record.get("row") or {}
     if record.get("inputs") != _inputs_of(clip, fake) or row.get("path") != video:
         return None
