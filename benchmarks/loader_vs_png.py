@@ -9,9 +9,10 @@ checks that they are equal, then times a full pass of each and prints samples/s 
     python benchmarks/loader_vs_png.py                       # 64 synthetic windows, batch 8, no workers
     python benchmarks/loader_vs_png.py --shards 'data/shards/clean/val-{000000..000001}.tar' --workers 2
 
-Measured 2026-11-26 on a quiet 2-core machine, --samples 256: workers 0, 3.07-3.89x in six runs (the
-claim holds); --workers 2, 2.47x and 2.57x (2.27x at 512 samples): not yet, our stream stays near
-45-50 samples/s while the PNG baseline gains from its workers.
+Measured 2026-11-26 on a 2-core machine, --samples 256 (session 3, after the worker memory changes of
+model/worker_memory.py): --workers 2, 4.25-5.32x in five runs (72-100 samples/s against 16-20), 4.90x at
+512 samples; --workers 0, 3.46-4.08x in three runs. Before those changes --workers 2 gave only 2.27-2.57x:
+perf showed a third of the workers' CPU time in the kernel, faulting in fresh shared memory for every batch.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ import hashlib
 import logging
 import os
 import random
+import threading
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -41,6 +42,7 @@ from media.sample import SampleError, WindowSample
 from .inputs import (CLIP_MEAN, CLIP_STD, COMPOSITE_SHAPE, CROP_SIZE, FRAME_SIZE, GLOBAL_SIZE, NUM_FRAMES,
                      SCALE_BOXES, global_view, region_crops)
 from .lipfd import INPUT_MODES
+from .worker_memory import SharedParts, SlotPool, lend, receive, tune_allocator
 
 __all__ = [
     "LoaderConfig",
@@ -110,6 +112,7 @@ class LoaderStats:
     skipped_samples: int = 0  # missing or undecodable fields
     shard_errors: int = 0  # shards that could not be opened or read to the end
     perturbed: int = 0
+    shared_buffers: int = 0  # batch buffers a worker keeps (reused once the trainer drops a batch)
     errors: list[str] = field(default_factory=list)  # the latest warning messages
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,6 +128,7 @@ class LoaderStats:
             total.skipped_samples += int(part["skipped_samples"])
             total.shard_errors += int(part["shard_errors"])
             total.perturbed += int(part["perturbed"])
+            total.shared_buffers += int(part.get("shared_buffers", 0))
             total.errors = (total.errors + list(part["errors"]))[-_MAX_ERRORS_KEPT:]
         return total
 
@@ -142,6 +146,16 @@ class Batch:
     global_input: torch.Tensor | None = None  # (B, 3, 1120, 1120) when resized in the collate
     crops: torch.Tensor | None = None  # (B, 15, 3, c, c)
     composites: torch.Tensor | None = None  # (B, 1000, 2500, 3) uint8 when resized on the device
+    shared: SharedParts | None = field(default=None, repr=False, compare=False)  # set in a worker only
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled by a worker: the tensors travel as their shared slot, to be released by the receiver."""
+        plain = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "shared"}
+        if self.shared is None:
+            return _plain_batch, (plain,)
+        for name, *_ in self.shared.layout:
+            plain[name] = None
+        return _batch_from_slot, (plain, self.shared.slot, self.shared.layout)
 
     def pin_memory(self) -> "Batch":
         """Page-locked copies of the tensors (called by the DataLoader when pin_memory is on)."""
@@ -150,6 +164,15 @@ class Batch:
             if value is not None:
                 setattr(self, name, value.pin_memory())
         return self
+
+
+def _plain_batch(plain: dict[str, Any]) -> Batch:
+    return Batch(**plain)
+
+
+def _batch_from_slot(plain: dict[str, Any], slot: torch.Tensor, layout: tuple) -> Batch:
+    # In the receiving process: tensors over the worker's slot, which is freed when they are all gone.
+    return Batch(**{**plain, **receive(slot, layout)})
 
 
 # ------------------------------------------------------------------------------------------ shard lists
@@ -267,7 +290,10 @@ class LipFDStream(IterableDataset):
         if self.fast_checked is not None:
             _fast_state.setdefault("ok", self.fast_checked)  # a worker need not check the kernels again
         worker, workers = self._consumer()
-        stats = LoaderStats() if get_worker_info() is not None else self.stats
+        in_worker = get_worker_info() is not None
+        if in_worker:
+            tune_allocator()
+        stats = LoaderStats() if in_worker else self.stats
         perturb = None
         if cfg.perturb_probability > 0:
             # Imported only when enabled: the random mode is an optional, train-time dependency.
@@ -328,18 +354,33 @@ class LipFDStream(IterableDataset):
         return key, str(sample.meta.get("clip", "")), composite, int(sample.label)
 
     def _collate(self, items: list, worker: int, cursor: tuple[int, int], stats: LoaderStats) -> Batch:
+        cfg = self.config
         keys = [k for k, _, _, _ in items]
         clips = [c for _, c, _, _ in items]
         arrays = [c for _, _, c, _ in items]
         labels = torch.tensor([lab for _, _, _, lab in items], dtype=torch.float32)
-        batch = Batch(labels=labels, keys=keys, clips=clips, worker=worker, cursor=cursor, stats=stats.to_dict())
-        if self.config.resize_on == "device":
-            batch.composites = torch.from_numpy(np.stack(arrays))
+        b = len(arrays)
+        if cfg.resize_on == "device":
+            parts = {"composites": ((b, *arrays[0].shape), np.uint8)}
         elif _fast_ok_for(arrays, None):
-            batch.global_input, batch.crops = _fast_inputs(arrays, self.config)  # no stacked copy needed
+            parts = {"global_input": ((b, 3, GLOBAL_SIZE, GLOBAL_SIZE), np.float32),
+                     "crops": ((b, NUM_FRAMES * len(SCALE_BOXES), 3, cfg.crop_size, cfg.crop_size), np.float32)}
+        else:  # torch's resizes (no numba): tensors of their own, shared the usual way
+            global_input, crops = _torch_inputs(torch.from_numpy(np.stack(arrays)), cfg)
+            return Batch(labels, keys, clips, worker, cursor, stats.to_dict(), global_input, crops)
+        shared = None
+        if get_worker_info() is not None:
+            shared = lend(_worker_pool(), parts)
+            stats.shared_buffers = len(_worker_pool())
+            out = dict(shared.arrays)
         else:
-            batch.global_input, batch.crops = _torch_inputs(torch.from_numpy(np.stack(arrays)), self.config)
-        return batch
+            out = {name: np.empty(shape, dtype) for name, (shape, dtype) in parts.items()}
+        if cfg.resize_on == "device":
+            np.stack(arrays, out=out["composites"])
+        else:
+            _fast_fill(arrays, cfg, out["global_input"], out["crops"])  # straight from the composites
+        tensors = {name: torch.from_numpy(array) for name, array in out.items()}
+        return Batch(labels, keys, clips, worker, cursor, stats.to_dict(), shared=shared, **tensors)
 
 
 @functools.lru_cache(maxsize=1)
@@ -655,13 +696,22 @@ def _fast_matches_torch(kernels: dict[str, Any]) -> bool:
 
 def _fast_inputs(composites: Sequence[np.ndarray], config: LoaderConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """(global input, crops) of uint8 RGB composites (H, W, 3) with the numba kernels, on the CPU."""
+    b = len(composites)
+    # numpy's memory: large blocks are advised as huge pages, about twice as cheap to touch first as torch.empty's.
+    g = np.empty((b, 3, GLOBAL_SIZE, GLOBAL_SIZE), np.float32)
+    c = np.empty((b, NUM_FRAMES * len(SCALE_BOXES), 3, config.crop_size, config.crop_size), np.float32)
+    _fast_fill(composites, config, g, c)
+    return torch.from_numpy(g), torch.from_numpy(c)
+
+
+def _fast_fill(composites: Sequence[np.ndarray], config: LoaderConfig, g: np.ndarray, crops_out: np.ndarray) -> None:
+    """Fill g (B, 3, 1120, 1120) and crops_out (B, 15, 3, c, c) float32 from uint8 composites with the numba kernels."""
     kernels = _fast_kernels()
     assert kernels is not None
     lut, chan = _channel_table(config.input_mode)
     b = len(composites)
-    global_input = _output((b, 3, GLOBAL_SIZE, GLOBAL_SIZE))
-    crops = _output((b, NUM_FRAMES * len(SCALE_BOXES), 3, CROP_SIZE, CROP_SIZE))
-    g, c = global_input.numpy(), crops.numpy()
+    full_size = config.crop_size == CROP_SIZE
+    c = crops_out if full_size else _crops_scratch(b)  # 224-pixel crops, shrunk by torch afterwards
 
     def run(samples: range) -> None:
         scratch = _scratch()
@@ -674,10 +724,36 @@ def _fast_inputs(composites: Sequence[np.ndarray], config: LoaderConfig) -> tupl
         list(_resize_pool(threads).map(run, [range(i, b, threads) for i in range(threads)]))
     else:
         run(range(b))
-    return global_input, _shrink_crops(crops, config).contiguous()
+    if not full_size:
+        crops_out[...] = _shrink_crops(torch.from_numpy(c), config).numpy()
+
+
+_scratch_local = threading.local()
+
+
+def _crops_scratch(b: int) -> np.ndarray:
+    """A reused (b, 15, 3, 224, 224) float32 buffer of this thread: full-size crops before they are shrunk."""
+    buffer = getattr(_scratch_local, "crops", None)
+    if buffer is None or buffer.shape[0] < b:
+        buffer = np.empty((b, NUM_FRAMES * len(SCALE_BOXES), 3, CROP_SIZE, CROP_SIZE), np.float32)
+        _scratch_local.crops = buffer
+    return buffer[:b]
 
 
 _pools: dict[int, Any] = {}
+_slot_pool: list[SlotPool] = []  # this worker process's shared batch buffers (made on first use)
+
+
+def _worker_pool() -> SlotPool:
+    if not _slot_pool:
+        _slot_pool.append(SlotPool())
+    return _slot_pool[0]
+
+
+def _forget_in_child() -> None:
+    # A child has none of the parent's threads, and must not lend the parent's slots.
+    _pools.clear()
+    _slot_pool.clear()
 
 
 def _resize_pool(threads: int) -> Any:
@@ -690,18 +766,7 @@ def _resize_pool(threads: int) -> Any:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_pools.clear)  # a child has none of the parent's threads
-
-
-def _output(shape: tuple[int, ...]) -> torch.Tensor:
-    """A float32 output tensor: in a DataLoader worker, in shared memory (as default_collate does, so that
-    sending it to the main process copies nothing); else numpy's memory (large blocks advised as huge
-    pages: about twice as cheap to touch the first time as torch.empty's)."""
-    if get_worker_info() is not None:
-        numel = int(np.prod(shape))
-        storage = torch.empty(0, dtype=torch.float32)._typed_storage()._new_shared(numel)
-        return torch.empty(0, dtype=torch.float32).new(storage).view(shape)
-    return torch.from_numpy(np.empty(shape, dtype=np.float32))
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _fast_ok_for(composites: Sequence[np.ndarray] | torch.Tensor, device: torch.device | str | None) -> bool:
@@ -740,19 +805,35 @@ def batch_inputs(batch: Batch, config: LoaderConfig, device: torch.device | str)
     return batch.global_input.to(device, non_blocking=non_blocking), batch.crops.to(device, non_blocking=non_blocking)
 
 
+def warm_up() -> None:
+    """Load the CPU resize kernels and the colormap in this process (never fails: the first use retries)."""
+    try:
+        _viridis()
+        kernels = _fast_kernels()
+        if kernels is not None:
+            lut, chan = _channel_table("reference_compatible")
+            composite = np.zeros((*COMPOSITE_SHAPE, 3), np.uint8)
+            global_out = np.empty((3, GLOBAL_SIZE, GLOBAL_SIZE), np.float32)
+            crops_out = np.empty((NUM_FRAMES * len(SCALE_BOXES), 3, CROP_SIZE, CROP_SIZE), np.float32)
+            _fast_one(composite, lut, chan, global_out, crops_out, kernels, _scratch())
+    except Exception as exc:  # a worker without the kernels decides again, and warns, on first use
+        log.debug("loader warm-up failed: %s: %s", type(exc).__name__, exc)
+
+
 def _worker_context() -> Any:
     """How loader workers start: from a clean forkserver (spawn where there is none), never a plain fork.
 
     A fork copies every lock that this process's other threads (Beam, Dask, numba, gRPC) hold at that
     instant; a worker that then needs one waits forever (seen: a worker stuck in torch.manual_seed).
-    The server imports this module once, so each worker starts in milliseconds, not seconds.
+    The server imports this module once and loads the resize kernels (model.loader_worker_template), so
+    each worker starts in milliseconds, not seconds.
     """
     import multiprocessing
 
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["model.loader"])
+    context.set_forkserver_preload(["model.loader_worker_template"])
     return context
 
 

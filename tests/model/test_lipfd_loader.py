@@ -236,3 +236,30 @@ def test_loader_render_equals_media_render(side):
         sample = WindowSample("k", frames, rng.normal(-40, 10, (128, 7)).astype(np.float32), 1,
                               {"mel_db_min": span[0], "mel_db_max": span[1]})
         assert np.array_equal(loader_module._render(sample), render_sample(sample))
+
+
+def test_worker_batches_kept_by_the_trainer_are_never_overwritten(tmp_path):
+    # Workers refill a batch buffer only once the trainer has dropped it: keeping every batch of a pass
+    # (many more than the prefetch depth) must give the same tensors as the in-process loader.
+    write_shards(tmp_path, shards=2, per_shard=8)
+    spec = str(tmp_path / "train-{000000..000001}.tar")
+    for resize_on in ("collate", "device"):
+        cfg = _one_pass(batch_size=2, crop_size=32, resize_on=resize_on)
+        expected = {b.keys[0]: b for b in make_loader(spec, cfg)}
+        kept = list(make_loader(spec, _one_pass(batch_size=2, crop_size=32, resize_on=resize_on, num_workers=2)))
+        assert sorted(b.keys[0] for b in kept) == sorted(expected) and len(kept) == 8
+        for batch in kept:
+            want = expected[batch.keys[0]]
+            for name in ("global_input", "crops", "composites"):
+                if getattr(want, name) is not None:
+                    assert torch.equal(getattr(batch, name), getattr(want, name)), (resize_on, name, batch.keys)
+        assert max(b.stats["shared_buffers"] for b in kept) >= 4  # each worker needed a buffer per kept batch
+
+
+def test_worker_batch_buffers_are_reused_once_dropped(tmp_path):
+    write_shards(tmp_path, shards=2, per_shard=12)
+    cfg = _one_pass(batch_size=1, crop_size=32, num_workers=2, prefetch_factor=2)
+    buffers = [b.stats["shared_buffers"] for b in make_loader(str(tmp_path / "train-{000000..000001}.tar"), cfg)]
+    assert len(buffers) == 24
+    # A worker has at most prefetch_factor batches queued plus one being consumed: 12 batches, few buffers.
+    assert max(buffers) <= 4
