@@ -263,3 +263,47 @@ def test_worker_batch_buffers_are_reused_once_dropped(tmp_path):
     assert len(buffers) == 24
     # A worker has at most prefetch_factor batches queued plus one being consumed: 12 batches, few buffers.
     assert max(buffers) <= 4
+
+
+@pytest.fixture
+def http_root(shards):
+    """The shard folder served over http on the loopback interface (webdataset fetches with curl)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(shards))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_http_and_pipe_shards_read_like_local_files(shards, http_root):
+    import shutil
+
+    if shutil.which("curl") is None:
+        pytest.skip("webdataset fetches http shards with curl, which this machine lacks")
+    local = _keys(make_loader(str(shards / "train-{000000..000001}.tar"), _one_pass(crop_size=32)))
+    over_http = _keys(make_loader(f"{http_root}/train-{{000000..000001}}.tar", _one_pass(crop_size=32)))
+    piped = _keys(make_loader([f"pipe:cat {shards / 'train-000000.tar'}", f"pipe:cat {shards / 'train-000001.tar'}"],
+                              _one_pass(crop_size=32)))
+    assert over_http == local and piped == local and len(local) == 6
+
+    # A missing shard (http 404, a failing command) is skipped with a warning naming it, and counted.
+    handler = _Collect()
+    logging.getLogger("avlips.loader").addHandler(handler)
+    try:
+        stream = LipFDStream([f"{http_root}/train-000009.tar", f"{http_root}/train-000000.tar",
+                              f"pipe:cat {shards / 'missing.tar'}"], _one_pass(crop_size=32))
+        keys = [k for batch in stream for k in batch.keys]
+    finally:
+        logging.getLogger("avlips.loader").removeHandler(handler)
+    assert keys == local[:3] and stream.stats.shard_errors == 2
+    assert any("train-000009.tar" in m for m in handler.messages)
+    assert any("missing.tar" in m for m in handler.messages), handler.messages
