@@ -6,7 +6,8 @@ opens and expands them. Every sample is decoded with `media.sample.WindowSample.
 the reference layout (the uint8 composite of `media.render.render_sample`) and turned into the network
 inputs of `model.inputs.prepare_inputs`: in the collate (worker processes) by numba kernels of torch's
 bilinear formula (within 1e-4 of torch on 0..255, see `composite_inputs`), or on the training device
-by torch (`resize_on="device"`).
+by torch (`resize_on="device"`). Workers hand batches over in shared buffers that they reuse once the
+trainer has dropped a batch (`model.worker_memory`).
 
 Data order is a pure function of (seed, epoch, rank, logical worker), never of timing, so a run can
 stop and continue exactly: each batch carries its worker's cursor (epoch, raw samples consumed), the
