@@ -18,7 +18,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import av
 import numpy as np
@@ -68,6 +68,12 @@ class _FrameIndex:
     duration: float
     rotation: int  # clockwise degrees for display
     declared_frames: int  # the container's own count (0 when it has none)
+    # Packet stamps follow decode order (guessed: AVI has none of its own) while the codec reorders
+    # frames: a decoded frame's stamp names its packet, not its place, so frames are counted instead.
+    decode_order: bool = False
+    # Ticks before a keyframe's pts that reach its packet when seeking: MPEG-TS seeks by decode stamps,
+    # which run behind the presentation stamps by up to the reorder delay.
+    seek_back: int = 0
 
 
 def ffmpeg_exe() -> str:
@@ -102,7 +108,8 @@ def _open(path: str | os.PathLike) -> av.container.InputContainer:
         raise UnreadableFile(path, f"cannot open: {exc}") from exc
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
         if _looks_like_mp4(path):
-            raise TruncatedMedia(path, f"mp4 header present but container unreadable ({exc})") from exc
+            raise TruncatedMedia(path, "mp4 header present but the container is unreadable: probably a truncated or "
+                                       f"unfinished file, its index (moov atom) missing ({exc})") from exc
         raise NotAVideo(path, f"not a media file ffmpeg can read ({exc})") from exc
 
 
@@ -151,16 +158,34 @@ def _scan_index(container: av.container.InputContainer, path: str) -> _FrameInde
     stream = _video_stream(container, path)
     pts: list[int] = []
     keys: list[bool] = []
+    discarded = untimed = 0
+    offsets: set[int | None] = set()  # pts - dts of each packet
     try:
         for packet in container.demux(stream):
-            if packet.size == 0 or packet.pts is None:
+            if packet.size == 0:
+                continue
+            if packet.is_discard:
+                # Before the edit list's start (a clip cut without re-encoding): decoded for reference,
+                # never shown, so not a frame.
+                discarded += 1
+                continue
+            if packet.pts is None:
+                untimed += 1
                 continue
             pts.append(packet.pts)
             keys.append(bool(packet.is_keyframe))
+            offsets.add(None if packet.dts is None else packet.pts - packet.dts)
     except av.error.FFmpegError as exc:
         if not pts:
             raise TruncatedMedia(path, f"no readable video packets ({exc})") from exc
         # A truncated tail: keep the packets read so far, they are decodable.
+    if not pts and untimed:
+        raise NotAVideo(path, f"{untimed} video packets carry no timestamps (a raw stream such as .h264?); "
+                              "put it in a container first, e.g. ffmpeg -i IN -c copy OUT.mp4")
+    # A recording that starts mid-GOP (a cut .ts capture): the frames before the first keyframe have
+    # no references to decode from, and players skip them too.
+    leading = keys.index(True) if True in keys else 0
+    pts, keys = pts[leading:], keys[leading:]
     if not pts:
         raise NoFrames(path, "video stream has no frames")
     order = np.argsort(np.asarray(pts, dtype=np.int64), kind="stable")
@@ -175,7 +200,12 @@ def _scan_index(container: av.container.InputContainer, path: str) -> _FrameInde
     duration = float(pts_sorted[-1] - pts_sorted[0] + last_step) * time_base
     container.seek(int(pts_sorted[0]), stream=stream, backward=True)
     rotation = _rotation_of(stream, container)
-    return _FrameIndex(pts_sorted, keyframe, time_base, duration, rotation, int(stream.frames or 0))
+    declared = max(0, int(stream.frames or 0) - discarded - leading)  # the container counts skipped packets too
+    # Real stamps of reordered frames differ from their decode stamps by varying amounts.
+    decode_order = bool(stream.codec_context.has_b_frames) and len(pts) > 1 and len(offsets) == 1 \
+        and None not in offsets
+    seek_back = max([o for o in offsets if o is not None] + [0])
+    return _FrameIndex(pts_sorted, keyframe, time_base, duration, rotation, declared, decode_order, seek_back)
 
 
 def _frame_index(path: str | os.PathLike, container: av.container.InputContainer | None = None) -> _FrameIndex:
@@ -332,26 +362,26 @@ class FrameReader:
         """Announce frames later reads will ask for, so decoding never skips them on the way."""
         self._planned = {int(i) for i in indices}
 
-    def _decoded(self) -> Iterator[tuple[int, av.VideoFrame]]:
-        """(index, frame) in presentation order from the last seek."""
+    def _decoded(self, key: int) -> Iterator[tuple[int, av.VideoFrame]]:
+        """(index, frame) in presentation order from the last seek, to keyframe `key`."""
         context = self._stream.codec_context
         skipping = None
-        position = -1
+        place = _positioner(self.index, self._pts_to_pos, key)
         try:
             for packet in self._container.demux(self._stream):
                 index = self._pts_to_pos.get(int(packet.pts)) if packet.pts is not None else None
                 # The decoder knows which frames nothing references; it skips those we do not want.
                 # Unannounced, frames past this read's last may be the next read's: those stay.
                 skip = (self._skipping and index is not None and index not in self._wanted
-                        and (self._planned is not None or index < self._last_target))
+                        and (self._planned is not None or index < self._last_target)
+                        and not self.index.decode_order)  # counting frames needs every one decoded
                 if skip != skipping:
                     context.skip_frame = "NONREF" if skip else "DEFAULT"
                     skipping = skip
                 for frame in packet.decode():
-                    if frame.pts is None:
-                        continue
-                    position = self._pts_to_pos.get(int(frame.pts), position + 1)
-                    yield position, frame
+                    position = None if frame.pts is None else place(int(frame.pts))
+                    if position is not None:
+                        yield position, frame
         except av.error.FFmpegError as exc:
             raise TruncatedMedia(self.path, f"decoding stopped: {exc}") from exc
 
@@ -376,9 +406,10 @@ class FrameReader:
             key = _keyframe_at_or_before(self.index, target)
             for attempt in (0, 1):
                 if attempt or self._frames is None or target <= self._position or key > self._position + 1:
-                    self._container.seek(int(self.index.pts[key]), stream=self._stream, backward=True,
-                                         any_frame=False)
-                    self._frames = self._decoded()
+                    # Again after a miss: the seek may have landed past the keyframe (MPEG-TS), so aim earlier.
+                    self._container.seek(_seek_aim(self.index, key, early=bool(attempt)), stream=self._stream,
+                                         backward=True, any_frame=False)
+                    self._frames = self._decoded(key)
                     self._position = -1
                 self._skipping = attempt == 0
                 for position, frame in self._frames:
@@ -426,7 +457,38 @@ def read_frames(
         return reader.read(indices)
 
 
+def _positioner(index: _FrameIndex, pts_to_pos: dict[int, int], key: int) -> Callable[[int], int | None]:
+    """A function giving each decoded frame's index (from its pts) after a seek to keyframe `key`; None: skip it."""
+    position = -1
+
+    def place(pts: int) -> int | None:
+        nonlocal position
+        if not index.decode_order:
+            position = pts_to_pos.get(pts, position + 1)
+        elif position >= 0:
+            position += 1
+        elif pts == int(index.pts[key]):
+            position = key  # counting starts at the keyframe sought to
+        else:
+            return None
+        return position
+
+    return place
+
+
+def _seek_aim(index: _FrameIndex, key: int, early: bool) -> int:
+    """The stamp to seek to for keyframe `key`: its pts, or one early enough to land at or before its packet."""
+    aim = int(index.pts[key])
+    if early:
+        aim = max(aim - index.seek_back - 1, min(0, int(index.pts[0])))  # some demuxers refuse negative stamps
+    return aim
+
+
 def _keyframe_at_or_before(index: _FrameIndex, target: int) -> int:
+    if index.decode_order:
+        # Where a keyframe shows is unknown (open GOPs show frames decoded after it before it):
+        # frames are counted from the first, so decoding starts there.
+        return 0
     keys = np.flatnonzero(index.keyframe[: target + 1])
     return int(keys[-1]) if len(keys) else 0
 
@@ -457,14 +519,15 @@ def iter_frames(
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
         rotation = index.rotation
-        if start > 0:
-            key = _keyframe_at_or_before(index, start)
-            container.seek(int(index.pts[key]), stream=stream, backward=True, any_frame=False)
-        position = -1
+        key = _keyframe_at_or_before(index, start)
+        if key > 0:
+            # Aimed early enough to reach the keyframe's packet whatever stamps the demuxer seeks by.
+            container.seek(_seek_aim(index, key, early=True), stream=stream, backward=True, any_frame=False)
+        place = _positioner(index, pts_to_pos, key)
         for frame in _decode(container, stream, path):
-            if frame.pts is None:
+            position = None if frame.pts is None else place(int(frame.pts))
+            if position is None:
                 continue
-            position = pts_to_pos.get(int(frame.pts), position + 1)
             if position >= stop:
                 break
             if position >= start and (position - start) % step == 0:
@@ -482,29 +545,77 @@ def read_frames_at(path: str | os.PathLike, times: Sequence[float]) -> np.ndarra
 
 
 def _decoded_audio(path: str) -> Iterator[tuple[int, np.ndarray]]:
-    """(native rate, planar float32 chunk (C, n)) for each decoded piece of the first audio stream."""
+    """(native rate, planar float32 chunk (C, n)) of the first audio stream; sample 0 is shown with frame 0."""
     container = _open(path)
     try:
         stream = _audio_stream(container)
         if stream is None:
             raise NoAudio(path, "no audio stream")
         native_rate = int(stream.rate)
-        # Decoding to planar float keeps the sample values; mixing and resampling are the caller's.
-        resampler = av.AudioResampler(format="fltp", layout=None, rate=native_rate)
-        decoded = False
-        try:
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    decoded = True
-                    yield native_rate, out.to_ndarray()
-        except av.error.FFmpegError as exc:
-            if not decoded:
-                raise TruncatedMedia(path, f"audio could not be decoded ({exc})") from exc
-            # A truncated tail: keep what decoded.
-        for out in resampler.resample(None):
-            yield native_rate, out.to_ndarray()
+        # Players start a track at its own start time: silence before it when it starts after the first
+        # frame, its head unheard when it starts before. Keep that lip-audio sync: it is what LipFD judges.
+        shift = int(round(_audio_lead(container, stream, path) * native_rate))
+        for chunk in _decoded_chunks(container, stream, path):
+            while shift > 0:
+                pad = min(shift, 1 << 16)
+                yield native_rate, np.zeros((chunk.shape[0], pad), dtype=np.float32)
+                shift -= pad
+            if shift < 0:
+                drop = min(-shift, chunk.shape[1])
+                chunk, shift = chunk[:, drop:], shift + drop
+            if chunk.shape[1]:
+                yield native_rate, chunk
     finally:
         container.close()
+
+
+def _decoded_chunks(container: av.container.InputContainer, stream, path: str) -> Iterator[np.ndarray]:
+    """Planar float32 chunks (C, n) of an audio stream at its own rate, as decoded."""
+    # Decoding to planar float keeps the sample values; mixing and resampling are the caller's.
+    resampler = av.AudioResampler(format="fltp", layout=None, rate=int(stream.rate))
+    decoded = 0
+    held: np.ndarray | None = None  # the latest chunk, yielded once the next one shows it is not the last
+    try:
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                if held is not None:
+                    yield held
+                held = out.to_ndarray()
+                decoded += held.shape[1]
+    except av.error.FFmpegError as exc:
+        if not decoded:
+            raise TruncatedMedia(path, f"audio could not be decoded ({exc})") from exc
+        # A truncated tail: keep what decoded.
+    for out in resampler.resample(None):
+        if held is not None:
+            yield held
+        held = out.to_ndarray()
+        decoded += held.shape[1]
+    if held is None:
+        return
+    # A codec pads its last frame (AAC to 1024 samples); the container's duration says where the sound
+    # ends (mp4 edit lists), and players stop there. Trim that padding, never more than the last frame.
+    if stream.duration is not None and stream.time_base is not None:
+        excess = decoded - int(round(float(stream.duration * stream.time_base) * int(stream.rate)))
+        if 0 < excess < held.shape[1]:
+            held = held[:, :held.shape[1] - excess]
+    yield held
+
+
+def _audio_lead(container: av.container.InputContainer, stream, path: str) -> float:
+    """Seconds from a file's first video frame to the start of its audio stream (0 when it has no video)."""
+    pictures = [s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
+    if stream.start_time is None or not pictures:
+        return 0.0
+    try:
+        index = _frame_index(path)
+    except MediaError:
+        return 0.0  # a broken picture does not make the sound unusable
+    lead = float(stream.start_time * stream.time_base) - float(index.pts[0]) * index.time_base
+    if lead >= index.duration:
+        raise NoAudio(path, f"the audio track starts {lead:.2f}s after the first frame, "
+                            f"after the video's end ({index.duration:.2f}s)")
+    return lead
 
 
 def read_audio(

@@ -299,6 +299,109 @@ def test_no_audio_track(make_video):
         io.read_audio(path)
 
 
+def _ffmpeg(*args: str) -> None:
+    subprocess.run([io.ffmpeg_exe(), "-loglevel", "error", "-y", *args], check=True)
+
+
+def _ffmpeg_frames(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """Every frame ffmpeg's own command line shows, as RGB: what a player plays."""
+    raw = subprocess.run([io.ffmpeg_exe(), "-loglevel", "error", "-i", str(path), "-fps_mode", "passthrough",
+                          "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], check=True, capture_output=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, *shape)
+
+
+def test_clip_cut_without_reencoding_shows_frames_from_the_cut(make_video, tmp_path):
+    """`ffmpeg -ss T -c copy` keeps the GOP before T for decoding (edit list); those frames are not shown."""
+    source = make_video(n=60, audio=True)
+    cut = tmp_path / "cut.mp4"
+    _ffmpeg("-ss", "1.0", "-i", str(source), "-c", "copy", str(cut))
+    shown = _ffmpeg_frames(cut, (48, 64, 3))
+    info = io.probe(cut)
+    assert info.frames == len(shown) < 60
+    assert info.duration == pytest.approx(len(shown) / 25, abs=1e-6)
+    assert np.array_equal(io.read_frames(cut, [0, len(shown) - 1, 3]), shown[[0, -1, 3]])
+    assert np.array_equal(np.stack(list(io.iter_frames(cut))), shown)
+
+
+@pytest.mark.parametrize("gop", ["closed", "open"])
+def test_avi_with_b_frames_reads_the_frames_shown(make_video, tmp_path, gop):
+    """AVI stores decode order only: H.264 B-frames come out of the decoder in another order than stored."""
+    avi = tmp_path / "bframes.avi"
+    _ffmpeg("-i", str(make_video(n=40, audio=False)), "-c:v", "libx264", "-bf", "3", "-g", "10",
+            "-x264-params", f"open_gop={int(gop == 'open')}", str(avi))
+    shown = _ffmpeg_frames(avi, (48, 64, 3))
+    assert io.probe(avi).frames == len(shown) == 40
+    wanted = [17, 3, 30, 31, 9, 0, 39, 22]
+    assert np.array_equal(io.read_frames(avi, wanted), shown[wanted])
+    with io.FrameReader(avi) as reader:  # compose's way: windows announced, then read in turn
+        reader.will_read(range(10, 30))
+        assert np.array_equal(np.concatenate([reader.read(range(s, s + 5)) for s in (10, 15, 25)]),
+                              shown[[*range(10, 20), *range(25, 30)]])
+    assert np.array_equal(np.stack(list(io.iter_frames(avi, 5, 35, 4))), shown[5:35:4])
+
+
+def test_mpeg_ts_frames_are_found_even_in_a_capture_started_mid_gop(make_video, tmp_path):
+    """MPEG-TS seeks by decode stamps (behind the shown ones with B-frames); a capture cut at a TS packet
+    starts without a keyframe, and players show nothing before the first one."""
+    ts = tmp_path / "broadcast.ts"
+    _ffmpeg("-i", str(make_video(n=60, audio=True)), "-c:v", "libx264", "-bf", "2", "-g", "15", "-c:a", "aac",
+            "-f", "mpegts", str(ts))
+    data = ts.read_bytes()
+    capture = tmp_path / "capture.ts"
+    capture.write_bytes(data[(len(data) // 188 // 3) * 188:])  # tuned in a third of the way through
+    for path in (ts, capture):
+        shown = _ffmpeg_frames(path, (48, 64, 3))
+        info = io.probe(path)
+        assert info.frames == len(shown) and info.duration == pytest.approx(len(shown) / 25, abs=1e-6)
+        wanted = [len(shown) - 1, 0, 20, 7, 21, 33]
+        wanted = [i for i in wanted if i < len(shown)]
+        assert np.array_equal(io.read_frames(path, wanted), shown[wanted]), path.name
+        assert np.array_equal(np.stack(list(io.iter_frames(path, 8))), shown[8:]), path.name
+
+
+def test_raw_stream_without_timestamps_says_so(make_video, tmp_path):
+    raw = tmp_path / "camera.h264"
+    _ffmpeg("-i", str(make_video(n=10, audio=False)), "-c:v", "copy", "-bsf:v", "h264_mp4toannexb", str(raw))
+    with pytest.raises(NotAVideo, match="no timestamps"):
+        io.probe(raw)
+
+
+def test_audio_track_starting_after_the_first_frame_keeps_its_sync(tmp_path):
+    """A track that starts 0.5 s in is heard 0.5 s in: sample 0 of the audio is shown with frame 0."""
+    rate = 16000
+    beep = np.zeros(2 * rate, np.float32)
+    beep[rate:rate + 800] = tone(0.05, rate, freq=1000.0)  # 50 ms at 1.0 s
+    source, late = tmp_path / "beep.mp4", tmp_path / "late.mp4"
+    io.write_video(source, gradient_frames(50, 48, 64), 25.0, beep, rate)
+    _ffmpeg("-i", str(source), "-itsoffset", "0.5", "-i", str(source), "-map", "0:v", "-map", "1:a",
+            "-c", "copy", str(late))
+
+    def onset(audio: np.ndarray) -> float:
+        return float(np.flatnonzero(np.abs(audio) > 0.1)[0]) / rate
+
+    assert onset(io.read_audio(source, rate)) == pytest.approx(1.0, abs=0.005)
+    shifted = io.read_audio(late, rate)
+    assert onset(shifted) == pytest.approx(1.5, abs=0.005)
+    assert np.array_equal(np.concatenate(list(io.iter_audio(late, rate, block_samples=3000))), shifted)
+
+
+def test_audio_track_starting_past_the_video_is_no_audio(make_video, tmp_path):
+    source = make_video(n=10, audio=True)
+    late = tmp_path / "late.mp4"
+    _ffmpeg("-i", str(source), "-itsoffset", "5", "-i", str(source), "-map", "0:v", "-map", "1:a",
+            "-c", "copy", str(late))
+    with pytest.raises(NoAudio, match="after the video's end"):
+        io.read_audio(late)
+
+
+@pytest.mark.parametrize("rate", [8000, 44100])
+def test_codec_padding_is_not_audio(make_video, rate):
+    """AAC pads its last frame to 1024 samples; the file's duration (what players play) is the audio."""
+    path = make_video(n=50, fps=25.0, rate=rate)  # 2.0 s of tone
+    assert len(io.read_audio(path, rate)) == 2 * rate
+    assert io.probe_audio(path).duration == pytest.approx(2.0, abs=1e-6)
+
+
 def test_write_rejects_bad_frames(tmp_path):
     with pytest.raises(MediaError, match="no frames"):
         io.write_video(tmp_path / "x.mp4", [], 25)
