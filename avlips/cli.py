@@ -262,15 +262,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"avlips: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
+        from media.errors import MediaError
+        from media.sample import SampleError
+        from model.checkpoints import CheckpointError
+        from model.evaluate import EvaluateInputError
         from pipelines.denoise import DenoiseInputError
         from pipelines.failures import StageFailed
         from pipelines.perturb import PerturbInputError
+        from pipelines.render_sample import SampleNotFound
         from pipelines.sources import SourceError
-        from model.evaluate import EvaluateInputError
         from pipelines.synthesize import SynthesizeInputError
 
-        if isinstance(exc, (StageFailed, SourceError, DenoiseInputError, PerturbInputError, SynthesizeInputError,
-                            EvaluateInputError)):
+        # The user's input is wrong (a broken file, a missing path, a foreign checkpoint): one line naming
+        # it, not a traceback (-v shows that too).
+        user_errors = (StageFailed, SourceError, DenoiseInputError, PerturbInputError, SynthesizeInputError,
+                       EvaluateInputError, MediaError, SampleError, SampleNotFound, CheckpointError,
+                       FileNotFoundError, IsADirectoryError, PermissionError)
+        if isinstance(exc, user_errors):
+            logging.getLogger("avlips").debug("%s failed", args.command, exc_info=True)
             print(f"avlips {args.command}: {exc}", file=sys.stderr)
             return 1
         raise

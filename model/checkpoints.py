@@ -100,7 +100,20 @@ def is_text_tower_key(key: str) -> bool:
 
 
 def _torch_load(path: str | os.PathLike[str]) -> Any:
-    return torch.load(path, weights_only=True, map_location="cpu")
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except OSError:
+        raise
+    except Exception as exc:  # torch.load fails on a foreign or cut file with EOFError, KeyError, pickle errors...
+        text = str(exc)
+        if "WeightsUnpickler error:" in text:
+            # torch's message is a page of advice (load with weights_only=False: not for untrusted files);
+            # its one informative line comes after this marker.
+            detail = (text.split("WeightsUnpickler error:", 1)[1].strip().splitlines() or [""])[0]
+            reason = f"weights-only loading refused it: {detail}"
+        else:
+            reason = f"{type(exc).__name__}: {(text.splitlines() or [''])[0]}"
+        raise CheckpointFormatError(f"{path}: not a readable PyTorch checkpoint ({reason})") from exc
 
 
 def read_checkpoint_file(path: str | os.PathLike[str]) -> Any:
@@ -189,9 +202,10 @@ def load_reference_checkpoint(
     shape-mismatched key raises CheckpointMismatchError. Without `model`, one is built directly from
     the checkpoint's tensors (no random initialisation, no second copy in memory).
     """
-    obj = path_or_state if isinstance(path_or_state, Mapping) else _torch_load(path_or_state)
+    # Anything not a path is already-read contents (read_checkpoint_file), whatever its type.
+    obj = _torch_load(path_or_state) if isinstance(path_or_state, (str, os.PathLike)) else path_or_state
     if not isinstance(obj, Mapping):
-        raise CheckpointFormatError(f"expected a dict, got {type(obj).__name__}")
+        raise CheckpointFormatError(f"not a LipFD checkpoint: holds a {type(obj).__name__}, not a dict of tensors")
     total_steps = None
     if isinstance(obj.get("model"), Mapping):
         state, steps = obj["model"], obj.get("total_steps")
@@ -400,9 +414,9 @@ def load_checkpoint(
 
     `path` may also be the file's contents, already read with `read_checkpoint_file`.
     """
-    obj = path if isinstance(path, Mapping) else _torch_load(path)
-    if isinstance(path, Mapping):
-        path = "checkpoint"  # for the messages below
+    obj = _torch_load(path) if isinstance(path, (str, os.PathLike)) else path
+    if not isinstance(path, (str, os.PathLike)):
+        path = "checkpoint"  # already-read contents: for the messages below
     if not isinstance(obj, Mapping) or obj.get("format") != CHECKPOINT_FORMAT:
         if isinstance(obj, Mapping) and "model" in obj and "total_steps" in obj:
             raise CheckpointFormatError(f"{path} is a released LipFD checkpoint; use load_reference_checkpoint")

@@ -10,6 +10,7 @@ from typing import Iterator
 
 import torch
 
+from model.checkpoints import CheckpointError
 from model.loader import LoaderConfig, batch_inputs, make_loader
 from model.report import CLEAN, ScoredWindow, build_report, markdown, write_report
 
@@ -18,6 +19,10 @@ log = logging.getLogger("avlips.evaluate")
 
 class EvaluateInputError(ValueError):
     """The evaluation cannot run: no model, no test shards."""
+
+
+class CheckpointUnusable(EvaluateInputError, CheckpointError):
+    """The model file is not a checkpoint LipFD can load (an EvaluateInputError, so commands report it)."""
 
 
 @dataclass
@@ -45,14 +50,16 @@ def pick_device(name: str = "auto") -> torch.device:
 
 def load_detector(path: str, device: str = "auto") -> Detector:
     """Our checkpoint (trained by `avlips train`) or the released LipFD file (reference-compatible mode)."""
-    from model.checkpoints import (CheckpointError, CheckpointFormatError, load_checkpoint,
-                                   load_reference_checkpoint, read_checkpoint_file)
+    from model.checkpoints import (CheckpointFormatError, load_checkpoint, load_reference_checkpoint,
+                                   read_checkpoint_file)
 
+    if os.path.isdir(path):
+        raise EvaluateInputError(f"{path}: is a directory, not a model checkpoint file")
     if not os.path.isfile(path):
         raise EvaluateInputError(f"{path}: no such model checkpoint (train one with `avlips train`)")
     target = pick_device(device)
-    contents = read_checkpoint_file(path)  # once: the released file is 1.7 GB
     try:
+        contents = read_checkpoint_file(path)  # once: the released file is 1.7 GB
         try:
             loaded = load_checkpoint(contents, restore_rng=False, device="cpu")
             train = (loaded.extra or {}).get("train", {}) if isinstance(loaded.extra, dict) else {}
@@ -65,7 +72,8 @@ def load_detector(path: str, device: str = "auto") -> Detector:
             model, _ = load_reference_checkpoint(contents)
             input_mode, crop_size, source = "reference_compatible", 224, "reference"
     except CheckpointError as exc:
-        raise type(exc)(f"{path}: {exc}") from exc
+        message = str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
+        raise CheckpointUnusable(message) from exc
     model.eval().to(target)
     return Detector(model, input_mode, crop_size, target, source)
 

@@ -260,8 +260,16 @@ def _train(config, train_shards, val_shards, model_path, metrics_path, checkpoin
     if resume == "auto":
         resume = checkpoint_dir / CHECKPOINT_NAME if (checkpoint_dir / CHECKPOINT_NAME).exists() else None
         if resume is not None:
-            contents = read_checkpoint_file(resume)
-            if not isinstance(contents, Mapping) or not _same_run(contents, config, data):
+            try:
+                contents = read_checkpoint_file(resume)
+            except CheckpointFormatError as exc:
+                # Cut short (a full disk, a killed copy): nothing to continue. Kept aside, not overwritten.
+                kept = resume.with_name(resume.name + ".unreadable")
+                if rank == 0:
+                    os.replace(resume, kept)
+                log.warning("not resuming: %s; moved to %s, starting afresh", exc, kept)
+                resume = None
+            if resume is not None and (not isinstance(contents, Mapping) or not _same_run(contents, config, data)):
                 # A leftover of other settings or other shards: continuing it would mix two trainings.
                 log.warning("not resuming %s: it was trained with other settings or shards; starting afresh", resume)
                 resume, contents = None, None

@@ -266,6 +266,21 @@ def test_load_checkpoint_format_errors(tmp_path: Path, tiny_model: LipFD) -> Non
         load_checkpoint(path, tiny_model, optimizer=torch.optim.SGD(tiny_model.parameters(), lr=0.1))
 
 
+def test_a_file_that_is_no_torch_checkpoint_is_a_format_error_naming_it(tmp_path: Path,
+                                                                         tiny_model: LipFD) -> None:
+    saved = save_checkpoint(tmp_path / "good.pt", tiny_model).read_bytes()
+    broken = {"notes.pt": b"hello, not a checkpoint\n", "empty.pt": b"", "cut.pt": saved[: len(saved) // 2]}
+    for name, data in broken.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CheckpointFormatError, match=f"{tmp_path / name}: not a readable PyTorch checkpoint"):
+            load_checkpoint(tmp_path / name, tiny_model)
+        with pytest.raises(CheckpointFormatError, match=name):
+            load_reference_checkpoint(tmp_path / name)
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(CheckpointFormatError, match="holds a list"):
+        load_reference_checkpoint(torch.load(tmp_path / "list.pt", weights_only=True))
+
+
 def test_save_refuses_what_weights_only_cannot_load(tmp_path: Path, tiny_model: LipFD) -> None:
     with pytest.raises(TypeError, match="extra"):
         save_checkpoint(tmp_path / "x.pt", tiny_model, extra={"when": object()})

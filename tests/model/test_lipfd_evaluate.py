@@ -151,6 +151,29 @@ def test_detect_with_a_checkpoint_in_the_released_format(built, tmp_path):
     assert all(0.0 <= w["score"] <= 1.0 for w in result.windows)
 
 
+def test_an_unreadable_checkpoint_is_a_clear_error_of_the_command(tmp_path):
+    """A broken model file: an input error naming it (the CLI prints it and exits 1), not a traceback."""
+    from model.checkpoints import CheckpointError
+    from model.evaluate import EvaluateInputError, load_detector
+
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    torch.save([1, 2], tmp_path / "list.pt")
+    torch.save({"encoder.weight": torch.zeros(3)}, tmp_path / "other.pt")
+    for name in ("notes.pt", "empty.pt", "list.pt", "other.pt"):
+        with pytest.raises(EvaluateInputError, match=str(tmp_path / name)) as caught:
+            load_detector(str(tmp_path / name), device="cpu")
+        assert isinstance(caught.value, CheckpointError)  # still what callers of the model API catch
+    with pytest.raises(EvaluateInputError, match="is a directory"):
+        load_detector(str(tmp_path), device="cpu")
+    (tmp_path / "none.yaml").write_text("{}\n")
+    cli = subprocess.run([sys.executable, "-m", "avlips", "--params", str(tmp_path / "none.yaml"), "detect",
+                          str(tmp_path / "notes.pt"), "--checkpoint", str(tmp_path / "notes.pt")],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert cli.returncode == 1 and "notes.pt: not a readable PyTorch checkpoint" in cli.stderr
+    assert "Traceback" not in cli.stderr
+
+
 def test_a_file_that_is_no_lipfd_checkpoint_is_an_error_naming_it(tmp_path):
     from model.checkpoints import CheckpointError
     from model.evaluate import load_detector

@@ -178,3 +178,15 @@ def test_auto_resume_continues_only_the_same_training(tmp_path, shard_spec):
     fewer = str(Path(shard_spec).parent / "train-{000000..000001}.tar")
     assert train(_config(steps=4, checkpoint_every=1, lr=5e-4), fewer, None, tmp_path / "d.pt", None, ckpt,
                  resume="auto")["resumed_from_step"] == 0
+
+
+def test_auto_resume_from_a_cut_checkpoint_starts_afresh_and_keeps_the_file(tmp_path, shard_spec):
+    ckpt = tmp_path / "ckpt"
+    train(_config(steps=2, checkpoint_every=1), shard_spec, None, tmp_path / "a.pt", None, ckpt, stop_after=1)
+    last = ckpt / "last.pt"
+    cut = last.read_bytes()[: last.stat().st_size // 2]  # a copy killed half-way
+    last.write_bytes(cut)
+    again = train(_config(steps=2, checkpoint_every=1), shard_spec, None, tmp_path / "a.pt", None, ckpt, resume="auto")
+    assert again["resumed_from_step"] == 0 and again["steps"] == 2
+    assert (ckpt / "last.pt.unreadable").read_bytes() == cut
+    assert load_checkpoint(last).step == 2  # the new run's own checkpoint
