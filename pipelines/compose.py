@@ -146,18 +146,21 @@ def compose_inputs(params: dict) -> list[dict]:
     settings = params.get("compose", {})
     clips = storage.read_parquet(settings.get("clips", "data/corpus/clips.parquet")).to_pandas()
     audio_manifest = settings.get("audio", "data/audio/audio.parquet")
-    denoised = {}
+    denoised: dict | None = None  # None: the denoise stage has not run, every clip keeps its own audio
     if audio_manifest and storage.exists(audio_manifest):
         table = storage.read_parquet(audio_manifest).to_pandas()
         denoised = dict(zip(table["clip_id"], table["path"]))
     videos = []
     for row in clips.to_dict("records"):
-        if row["clip_id"] not in denoised and denoised:
-            continue  # its audio failed denoising (recorded there); never mix processed and raw audio
+        if denoised is not None and row["clip_id"] not in denoised:
+            # Its audio failed denoising (recorded there), even when every clip's did: never mix
+            # processed and raw audio.
+            continue
         videos.append({
             "video_id": row["clip_id"], "path": row["path"], "label": int(row["label"]),
             "identity": row["identity"], "split": row["split"], "generator": row.get("generator") or "",
-            "centred": bool(row["centred"]), "audio_path": denoised.get(row["clip_id"], row.get("audio_path") or ""),
+            "centred": bool(row["centred"]),
+            "audio_path": denoised[row["clip_id"]] if denoised is not None else row.get("audio_path") or "",
             "target_clip": "",
         })
     fakes_manifest = settings.get("fakes", "data/fakes/fakes.parquet")
@@ -165,6 +168,11 @@ def compose_inputs(params: dict) -> list[dict]:
         fakes = storage.read_parquet(fakes_manifest).to_pandas()
         by_clip = clips.set_index("clip_id")
         for row in fakes.to_dict("records"):
+            if row["target_clip"] not in by_clip.index:
+                # A fakes.parquet older than clips.parquet: without its target the fake has no identity or split.
+                log.warning("compose: skipping fake %s: its target clip %s is not in %s (rerun synthesize)",
+                            row["path"], row["target_clip"], settings.get("clips", "data/corpus/clips.parquet"))
+                continue
             target = by_clip.loc[row["target_clip"]]
             videos.append({
                 "video_id": row["fake_id"], "path": row["path"], "label": 1, "identity": target["identity"],

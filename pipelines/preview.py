@@ -110,12 +110,24 @@ def make_preview(source: str, out_png: str, types: Sequence[str] | None = None,
     `frame_size` is the side the video's crop is perturbed at (the dataset's; shard frames keep
     their stored size); `cell` is the side each frame is shown at.
     """
+    import tarfile
+
+    from media.errors import MediaError
+    from media.sample import SampleError
     from perturbations import AVLIPS_TYPES
 
-    if _is_shards(source):
-        frames, sample_key = window_from_shards(source, key)
-    else:
-        frames, sample_key = window_from_video(source, frame_size)
+    try:
+        if _is_shards(source):
+            frames, sample_key = window_from_shards(source, key)
+        else:
+            frames, sample_key = window_from_video(source, frame_size)
+    except (MediaError, SampleError, LookupError, OSError, tarfile.TarError) as exc:
+        from pipelines.perturb import PerturbInputError  # imports Beam: only when needed
+
+        # A bad source is the user's input, said in one line (the command reports PerturbInputError).
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        where = "" if source in detail else f" {source}"
+        raise PerturbInputError(f"cannot preview{where}: {detail}") from exc
     grid = preview_grid(frames, sample_key, list(types or AVLIPS_TYPES), list(levels), cell, salt)
     ok, data = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     if not ok:

@@ -233,6 +233,46 @@ def test_bad_and_awkward_inputs(tmp_path, talking_clips):
     assert rotated and rotated[0].meta["frame_indices"] == [0, 1, 2, 3, 4]
 
 
+def test_clips_whose_denoising_failed_never_compose_with_raw_audio(tmp_path, talking_clips):
+    """Even when the denoise stage failed every clip: an empty audio.parquet is not a missing one."""
+    from pipelines.compose import compose_inputs
+    from pipelines.denoise import AUDIO_SCHEMA
+
+    params = _params(tmp_path, [_clip_row(f"c{i}", p, f"id{i}") for i, p in enumerate(talking_clips[:2])])
+    audio = tmp_path / "audio.parquet"
+    params["compose"]["audio"] = str(audio)
+    write_parquet(str(audio), [], AUDIO_SCHEMA)
+    assert compose_inputs(params) == []
+    write_parquet(str(audio), [{"clip_id": "c1", "path": str(tmp_path / "c1.wav")}], AUDIO_SCHEMA)
+    assert [(v["video_id"], v["audio_path"]) for v in compose_inputs(params)] == [("c1", str(tmp_path / "c1.wav"))]
+    params["compose"]["audio"] = ""  # no denoise stage: each clip keeps its own audio
+    assert [v["audio_path"] for v in compose_inputs(params)] == ["", ""]
+
+
+def test_a_fake_whose_target_clip_is_gone_is_skipped_not_a_crash(tmp_path, talking_clips):
+    """fakes.parquet older than a rerun corpus: that fake has no identity or split; the rest compose."""
+    import logging
+
+    from pipelines.compose import compose_inputs
+    from pipelines.synthesize import FAKE_SCHEMA
+
+    params = _params(tmp_path, [_clip_row("c0", talking_clips[0], "id0")])
+    fakes = tmp_path / "fakes.parquet"
+    params["compose"]["fakes"] = str(fakes)
+    write_parquet(str(fakes), [{"fake_id": f"f-{t}", "path": str(talking_clips[1]), "target_clip": t,
+                                "driving_audio": "", "generator": "g"} for t in ("c0", "gone")], FAKE_SCHEMA)
+    said: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: said.append(record.getMessage())
+    logging.getLogger("avlips.compose").addHandler(handler)
+    try:
+        videos = compose_inputs(params)
+    finally:
+        logging.getLogger("avlips.compose").removeHandler(handler)
+    assert [v["video_id"] for v in videos] == ["c0", "f-c0"]
+    assert len(said) == 1 and "target clip gone" in said[0] and str(talking_clips[1]) in said[0]
+
+
 def test_variable_frame_rate_windows_use_real_times(tmp_path):
     from tests.media.test_io import _write_vfr
 

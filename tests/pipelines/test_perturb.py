@@ -315,3 +315,16 @@ def test_preview_from_shards_and_from_a_video(clean, tmp_path):
     shape = make_preview(str(video), str(tmp_path / "v.png"), types=["contrast", "compression"], levels=[1, 3],
                          frame_size=96, cell=48)
     assert shape == (HEADER + 48 * 2, MARGIN + 48 * 3, 3) and _decode_png(tmp_path / "v.png").shape == shape
+
+
+def test_preview_of_a_bad_source_is_an_input_error_naming_it(tmp_path):
+    """The command reports PerturbInputError in one line; a traceback is no message for a bad file."""
+    (tmp_path / "notes.mp4").write_text("not a video")
+    (tmp_path / "notes.tar").write_text("not a tar")
+    bad = {str(tmp_path / "notes.mp4"): "not a media file", str(tmp_path / "none.mp4"): "no such file",
+           str(tmp_path / "notes.tar"): "", str(tmp_path / "none-{000000..000001}.tar"): "No such file"}
+    for source, problem in bad.items():
+        with pytest.raises(PerturbInputError, match="cannot preview") as caught:
+            make_preview(source, str(tmp_path / "grid.png"))
+        assert source in str(caught.value) and problem in str(caught.value)
+    assert not (tmp_path / "grid.png").exists()
