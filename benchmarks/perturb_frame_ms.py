@@ -64,8 +64,9 @@ def _to_ycbcr(x: np.ndarray) -> np.ndarray:
 
 
 def _to_uint8(ycc: np.ndarray) -> np.ndarray:
+    # Clipped and truncated, as the reference's `astype(np.uint8)` (DeeperForensics-1.0 distortions.py).
     rgb = (ycc - CHROMA_OFFSET) @ YCBCR_TO_RGB.T
-    return np.rint(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return np.floor(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def naive_saturation(x: np.ndarray, level: int, seed: int) -> np.ndarray:
@@ -82,7 +83,9 @@ def naive_contrast(x: np.ndarray, level: int, seed: int) -> np.ndarray:
 def naive_gaussian_noise(x: np.ndarray, level: int, seed: int) -> np.ndarray:
     p = P.get("gaussian_noise").value(level)
     noise = np.random.default_rng(seed).standard_normal(x.shape)
-    return _to_uint8(_to_ycbcr(x) + np.sqrt(p) * noise)
+    # The reference's studio-range YCbCr round trip scales its noise by 255/219 (Y) and 255/224 (Cb, Cr).
+    gain = np.array([255 / 219, 255 / 224, 255 / 224])
+    return _to_uint8(_to_ycbcr(x) + np.sqrt(p) * gain * noise)
 
 
 def naive_gaussian_blur(x: np.ndarray, level: int, seed: int) -> np.ndarray:
@@ -98,16 +101,27 @@ def naive_gaussian_blur(x: np.ndarray, level: int, seed: int) -> np.ndarray:
     return np.rint(f).astype(np.uint8)
 
 
+def _bilinear(x: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(T, H, W, C) resized bilinearly with half-pixel centres, positions clamped (OpenCV's rule)."""
+
+    def taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        c = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+        i0 = np.floor(c).astype(int)
+        return i0, np.minimum(i0 + 1, n_in - 1), c - i0
+
+    r0, r1, fr = taps(x.shape[1], height)
+    c0, c1, fc = taps(x.shape[2], width)
+    f = x.astype(np.float64)
+    f = f[:, r0] * (1 - fr)[None, :, None, None] + f[:, r1] * fr[None, :, None, None]
+    return f[:, :, c0] * (1 - fc)[None, None, :, None] + f[:, :, c1] * fc[None, None, :, None]
+
+
 def naive_pixelation(x: np.ndarray, level: int, seed: int) -> np.ndarray:
+    # The reference's "JPEG": bilinear down to (h // p, w // p) (stored as uint8), bilinear back up.
     p = int(P.get("pixelation").value(level))
-    t, h, w, c = x.shape
-    rows, cols = -(-h // p), -(-w // p)
-    padded = np.zeros((t, rows * p, cols * p, c))
-    padded[:, :h, :w] = x
-    counts = np.outer(np.minimum(p, h - p * np.arange(rows)), np.minimum(p, w - p * np.arange(cols)))
-    means = padded.reshape(t, rows, p, cols, p, c).sum(axis=(2, 4)) / counts[None, :, :, None]
-    up = np.repeat(np.repeat(np.rint(means), p, axis=1), p, axis=2)
-    return up[:, :h, :w].astype(np.uint8)
+    _, h, w, _ = x.shape
+    small = np.rint(_bilinear(x, h // p, w // p))
+    return np.rint(_bilinear(small, h, w)).astype(np.uint8)
 
 
 def naive_block_wise(x: np.ndarray, level: int, seed: int) -> np.ndarray:
@@ -116,7 +130,7 @@ def naive_block_wise(x: np.ndarray, level: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     out = x.astype(np.float64)
     for f in range(t):
-        rows, cols = rng.integers(0, h - BLOCK + 1, n), rng.integers(0, w - BLOCK + 1, n)
+        rows, cols = rng.integers(0, h - BLOCK, n), rng.integers(0, w - BLOCK, n)  # corners 0..h-9, as the reference
         for r, c in zip(rows, cols):
             out[f, r : r + BLOCK, c : c + BLOCK] = GREY
     return out.astype(np.uint8)

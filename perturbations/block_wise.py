@@ -28,8 +28,9 @@ class BlockWise(Perturbation):
         """Occlude each frame independently; blocks lie wholly inside the frame and may overlap.
 
         With `rng = default_rng(seed)`, frame after frame draws the top-left rows
-        `rng.integers(0, h - 7, n)` then columns `rng.integers(0, w - 7, n)`; so a lone frame
-        gets the blocks of a window's first frame.
+        `rng.integers(0, h - 8, n)` then columns `rng.integers(0, w - 8, n)`; so a lone frame
+        gets the blocks of a window's first frame. Corners run over 0..h-9 as the reference's
+        `randint(0, h - 1 - 8)` does, so the last row and column are never painted.
         """
         _, h, w, _ = window.shape
         n = block_count(h, w, int(blocks_per_256px))
@@ -37,8 +38,9 @@ class BlockWise(Perturbation):
         offsets = np.arange(BLOCK)
         out = window.copy()
         for frame in out:
-            rows = rng.integers(0, h - BLOCK + 1, size=n)
-            cols = rng.integers(0, w - BLOCK + 1, size=n)
+            # max(1, ...): an 8-pixel side (MIN_SIDE) has only corner 0, where the reference would fail.
+            rows = rng.integers(0, max(1, h - BLOCK), size=n)
+            cols = rng.integers(0, max(1, w - BLOCK), size=n)
             # One fancy-indexed write of all n blocks: indices broadcast to (n, 8, 8).
             frame[(rows[:, None] + offsets)[:, :, None], (cols[:, None] + offsets)[:, None, :]] = GREY
         return out

@@ -1,12 +1,11 @@
 """Gaussian blur (DeeperForensics-1.0 "GB"): a k x k kernel with sigma k / 6."""
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
+import cv2
 import numpy as np
 
-from ._albumentations import albumentations
 from .base import Perturbation
 
 
@@ -23,13 +22,14 @@ class GaussianBlur(Perturbation):
         return {"kernel_size": k, "sigma": k / 6.0}
 
     def transform(self, window: np.ndarray, seed: int, *, kernel_size: int, sigma: float) -> np.ndarray:
-        """Blur every frame (albumentations' separable float kernel, reflect-101 borders)."""
-        return _blur_transform(int(kernel_size), float(sigma))(images=window)["images"]
+        """Blur every uint8 frame with cv2.GaussianBlur (reflect-101 borders), as the reference does.
 
-
-@lru_cache(maxsize=None)
-def _blur_transform(kernel_size: int, sigma: float) -> Any:
-    A = albumentations()
-    # Degenerate ranges fix k and sigma. albumentations 2.0.8 convolves with a float kernel, which
-    # matches the exact formula; cv2.GaussianBlur's uint8 fixed-point path is up to 2 levels off.
-    return A.GaussianBlur(blur_limit=(kernel_size, kernel_size), sigma_limit=(sigma, sigma), p=1.0)
+        The reference (DeeperForensics-1.0, perturbation/distortions.py, `gaussian_blur`) calls
+        cv2.GaussianBlur on the uint8 frame: OpenCV's fixed-point path, within 2 grey levels of the
+        exact float convolution; these are the reference's pixels.
+        """
+        k, s = int(kernel_size), float(sigma)
+        out = np.empty_like(window)
+        for i, frame in enumerate(window):
+            out[i] = cv2.GaussianBlur(frame, (k, k), s)
+        return out

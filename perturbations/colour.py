@@ -20,12 +20,19 @@ class Saturation(Perturbation):
     levels = (0.4, 0.3, 0.2, 0.1, 0.0)
 
     def transform(self, window: np.ndarray, seed: int, *, chroma_scale: float) -> np.ndarray:
-        """Desaturate every frame by one 3x3 RGB matrix, rounded and clipped to uint8."""
+        """Desaturate every frame by one 3x3 RGB matrix in float, clipped and truncated to uint8."""
         # The YCbCr round trip is linear, so it folds into one RGB matrix
-        # (chroma_scale * rgb + (1 - chroma_scale) * Y); cv2.transform applies it on uint8 directly.
+        # (chroma_scale * rgb + (1 - chroma_scale) * Y). The reference (DeeperForensics-1.0,
+        # perturbation/distortions.py, `color_saturation`) ends with `.astype(np.uint8)`, which
+        # truncates; cv2.transform on uint8 would round (half a level brighter on average) and
+        # through 10-bit fixed-point coefficients, so the matrix is applied in float32.
         matrix = _saturation_matrix(float(chroma_scale))
-        t, h, w, _ = window.shape
-        return cv2.transform(window.reshape(t * h, w, 3), matrix).reshape(window.shape)
+        out = np.empty_like(window)
+        for i, frame in enumerate(window):  # frame by frame: the float temporaries stay small
+            rgb = cv2.transform(frame.astype(np.float32), matrix)
+            np.clip(rgb, 0.0, 255.0, out=rgb)
+            out[i] = rgb.astype(np.uint8)  # toward zero, as the reference
+        return out
 
 
 @lru_cache(maxsize=None)

@@ -9,6 +9,12 @@ import numpy as np
 from .base import Perturbation
 from .ycbcr import YCBCR_TO_RGB
 
+# The reference (DeeperForensics-1.0, perturbation/distortions.py, `gaussian_noise_color`) adds the
+# noise to YCbCr rescaled to the studio ranges, Y to (16..235)/255 and Cb, Cr to (16..240)/255, and
+# undoes that scaling after: on the full-range 0..1 scale its noise has standard deviation
+# sqrt(p) * 255/219 in Y and sqrt(p) * 255/224 in Cb and Cr (about 15% above sqrt(p)).
+STUDIO_GAIN = np.array([255.0 / 219.0, 255.0 / 224.0, 255.0 / 224.0])
+
 
 def standard_normal(rng: np.random.Generator, count: int) -> np.ndarray:
     """`count` float32 N(0, 1) draws: Box-Muller on `rng.random((2, ceil(count / 2)), float32)`.
@@ -33,7 +39,7 @@ def standard_normal(rng: np.random.Generator, count: int) -> np.ndarray:
 
 
 class GaussianNoise(Perturbation):
-    """Add `sqrt(variance) * N(0, 1)` to Y, Cb and Cr (0..1 scale), back to RGB, clip."""
+    """Add `sqrt(variance) * STUDIO_GAIN * N(0, 1)` to Y, Cb, Cr (0..1 scale), back to RGB, clip, truncate."""
 
     name = "gaussian_noise"
     parameter = "variance"
@@ -49,11 +55,14 @@ class GaussianNoise(Perturbation):
         rng = np.random.default_rng(seed)
         # Noise added in YCbCr and converted back is the same noise mapped by the linear part of
         # YCbCr->RGB (the offsets cancel); scale to 0..255 so it adds to the uint8 frames directly.
-        to_rgb = (255.0 * math.sqrt(variance) * YCBCR_TO_RGB).astype(np.float32)
+        to_rgb = 255.0 * math.sqrt(variance) * YCBCR_TO_RGB * STUDIO_GAIN[None, :]
+        # The last column, -0.5, turns the add's rounding into the reference's truncation
+        # (`np.clip(b, 0, 255).astype(np.uint8)`): round(x - 0.5) = floor(x) but at exact ties.
+        affine = np.concatenate([to_rgb, np.full((3, 1), -0.5)], axis=1).astype(np.float32)
         out = np.empty_like(window)
         # Frame by frame keeps the float temporaries small enough to stay in cache (~1/3 faster).
         for i, frame in enumerate(window):
             z = standard_normal(rng, frame.size).reshape(frame.shape)
             # Mixed-depth add computes in float, rounds and saturates to uint8: the clip of the formula.
-            out[i] = cv2.add(frame, cv2.transform(z, to_rgb), dtype=cv2.CV_8U)
+            out[i] = cv2.add(frame, cv2.transform(z, affine), dtype=cv2.CV_8U)
         return out
