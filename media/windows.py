@@ -44,8 +44,11 @@ class WindowFailure:
 def window_starts(frames: int, n_windows: int, window_len: int) -> list[int]:
     """Evenly spaced starts from 0 to frames - window_len - 1, as the reference spaces them.
 
-    Plain integers: the reference cast these to uint8 and wrapped past 255; we do not. Short
-    clips give fewer, distinct windows.
+    Plain integers, truncated as the reference's integer linspace: the reference cast these to uint8
+    and wrapped past 255; we do not. Short clips give fewer, distinct windows, each exactly its five
+    frames. (The reference read each frame once but indexed its frame list as if overlapping or
+    repeated windows had their own copies: below 51 frames, where starts are under 5 apart, its later
+    windows pair one window's mel with other frames, and the last ones are dropped; not reproduced.)
     """
     last = frames - window_len - 1
     if last < 0:

@@ -5,6 +5,11 @@ Two input modes:
   checkpoint saw (the reference read its PNGs with OpenCV and discarded the normalisation it computed).
 - ``normalized``: RGB, scaled to 0..1, then CLIP mean/std normalisation.
 
+In both modes the five region frames are cut at 500-pixel steps. The reference (data/datasets.py) cut
+them at 1-pixel steps (``img[:, 500:, i:i + 500]``, i = 0..4), so the released checkpoint's region branch
+was trained on five copies of the first frame shifted by 0..4 pixels; that bug is not reproduced, not even
+in ``reference_compatible`` mode, so the released checkpoint sees region inputs it was not trained on.
+
 The composite itself is made with OpenCV (as the reference preprocessing did); the later resizes are
 batched torch ops (bilinear, no antialias, half-pixel centres, as torchvision 0.16's tensor resize), so
 they run on whatever device the composite tensor is on.

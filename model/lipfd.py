@@ -24,7 +24,10 @@ class LipFDConfig:
     backbone: str = "resnet50"
     # Freeze only the CLIP encoder; conv1 and the region backbone stay trainable.
     freeze_encoder: bool = False
-    # One backbone call for all crops (True) or the reference's one call per crop (False).
+    # One backbone call for all crops (True) or the reference's one call per crop (False). Equal in
+    # eval mode; in train mode BatchNorm differs: batched normalises with statistics over all 15 crops
+    # of the batch and updates the running statistics once per step, the reference's loop normalises
+    # each (frame, scale) crop set on its own and updates them 15 times per step (momentum 0.1 each).
     batched_backbone: bool = True
     # Which input preparation the weights expect (see model.inputs); recorded, not used by the network.
     input_mode: str = "reference_compatible"

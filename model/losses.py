@@ -22,7 +22,10 @@ class LipFDLoss(NamedTuple):
 
 def classification_loss(logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean binary cross-entropy of one fake-logit per sample against labels 0 (real) / 1 (fake)."""
-    # The reference applied CrossEntropyLoss to a single logit, which is constant; BCE is what was meant.
+    # The reference (trainer/trainer.py) applies nn.CrossEntropyLoss to the (B,) logits and float labels:
+    # torch reads that as ONE unbatched sample with B classes and soft targets, i.e.
+    # -sum_b label_b * log_softmax over the batch -- a softmax across samples, not a per-sample loss.
+    # BCE on each logit is what was meant; this is a deliberate fix (UPSTREAM.md 1.3).
     return F.binary_cross_entropy_with_logits(logit.float(), target.to(torch.float32).reshape(logit.shape))
 
 
