@@ -63,6 +63,7 @@ class Perturbation(ABC):
     levels: ClassVar[tuple[float, ...]]  # the parameter's value at levels 1..5
     seeded: ClassVar[bool] = False  # True when the output depends on the seed
     per_frame: ClassVar[bool] = True  # False when frames are perturbed together (compression)
+    version: ClassVar[int] = 1  # raised when the output changes, so that stored results are redone
 
     def value(self, level: int, sample: str | None = None) -> float:
         """The table value of the parameter at a level."""

@@ -19,6 +19,7 @@ def block_count(height: int, width: int, blocks_per_256px: int) -> int:
 class BlockWise(Perturbation):
     """Paint `block_count(h, w, p)` grey 8x8 blocks at uniformly random places in each frame."""
 
+    version = 2  # 2: the reference code's computation (DeeperForensics-1.0 distortions.py)
     name = "block_wise"
     parameter = "blocks_per_256px"
     levels = (16, 32, 48, 64, 80)

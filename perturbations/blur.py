@@ -12,6 +12,7 @@ from .base import Perturbation
 class GaussianBlur(Perturbation):
     """Blur each frame with a `kernel_size` x `kernel_size` Gaussian of sigma `kernel_size / 6`."""
 
+    version = 2  # 2: the reference code's computation (DeeperForensics-1.0 distortions.py)
     name = "gaussian_blur"
     parameter = "kernel_size"
     levels = (7, 9, 13, 17, 21)

@@ -15,6 +15,7 @@ from .ycbcr import rgb_matrix
 class Saturation(Perturbation):
     """Scale chroma toward grey in YCbCr: `Cb, Cr = 0.5 + (C - 0.5) * chroma_scale`, Y unchanged."""
 
+    version = 2  # 2: the reference code's computation (DeeperForensics-1.0 distortions.py)
     name = "saturation"
     parameter = "chroma_scale"
     levels = (0.4, 0.3, 0.2, 0.1, 0.0)

@@ -41,6 +41,7 @@ def standard_normal(rng: np.random.Generator, count: int) -> np.ndarray:
 class GaussianNoise(Perturbation):
     """Add `sqrt(variance) * STUDIO_GAIN * N(0, 1)` to Y, Cb, Cr (0..1 scale), back to RGB, clip, truncate."""
 
+    version = 2  # 2: the reference code's computation (DeeperForensics-1.0 distortions.py)
     name = "gaussian_noise"
     parameter = "variance"
     levels = (0.001, 0.002, 0.005, 0.01, 0.05)

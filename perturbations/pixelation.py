@@ -15,6 +15,7 @@ from .base import Perturbation
 class Pixelation(Perturbation):
     """Shrink each frame to (w // factor, h // factor) and enlarge it back, both bilinear (OpenCV)."""
 
+    version = 2  # 2: the reference code's computation (DeeperForensics-1.0 distortions.py)
     name = "pixelation"
     parameter = "factor"
     levels = (2, 3, 4, 5, 6)

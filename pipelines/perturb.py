@@ -192,7 +192,8 @@ def perturb_unit(unit: tuple[str, int, str, tuple[int, ...]], clean_dir: str, ou
             records[level].append({"kind": "failure", "failure": failure})
     read = len(seen)
     for level in levels:
-        write_cell_shard(cell_dir(out_dir, name, level), shard, source, name, level, records[level])
+        write_cell_shard(cell_dir(out_dir, name, level), shard, source, name, level, records[level],
+                         made_with(config, name))
     log.info("perturb: %s %s levels %s: %d samples in %.1fs", shard, name, list(levels), read,
              time.time() - started)
     return {"shard": shard, "type": name, "levels": list(levels), "samples": read}
@@ -210,7 +211,16 @@ def _listed_keys(clean_dir: str, shard: str, seen: set[str]) -> list[str]:
     return sorted(set(listed) - seen)
 
 
-def write_cell_shard(directory: str, shard: str, source: str, name: str, level: int, records: list[dict]) -> None:
+def made_with(config: PerturbConfig, name: str) -> dict:
+    """What an output shard of type `name` depends on besides its clean shard: a rerun redoes it when this changes."""
+    from perturbations import get
+
+    return {"version": get(name).version, "frame_format": config.frame_format,
+            "lossless": name in config.lossless_types, "jpeg_quality": config.jpeg_quality, "seed": config.seed}
+
+
+def write_cell_shard(directory: str, shard: str, source: str, name: str, level: int, records: list[dict],
+                     settings: dict | None = None) -> None:
     """Write one output shard's tar and sample manifest, then its stats (last: it marks completion)."""
     samples = sorted((r for r in records if r["kind"] == "sample"), key=lambda r: r["key"])
     failures = [Failure(**r["failure"]) for r in records if r["kind"] == "failure"]
@@ -225,13 +235,20 @@ def write_cell_shard(directory: str, shard: str, source: str, name: str, level: 
         "shard": shard, "source": source, "type": name, "level": level, "samples": len(samples),
         "failures": len(failures), "failures_by_error": dict(sorted(by_error.items())),
         "failure_rows": failure_rows(failures), "bytes": sum(r["bytes"] for r in rows),
+        "made_with": settings or {},
     }
     storage.write_json(storage.join(directory, f"{shard}_stats.json"), stats)
 
 
-def _finished(directory: str, shard: str) -> bool:
-    return (storage.exists(storage.join(directory, f"{shard}_stats.json"))
-            and storage.exists(storage.join(directory, f"{shard}.tar")))
+def _finished(directory: str, shard: str, settings: dict) -> bool:
+    """Whether the shard was written to the end with these settings and this version of the perturbation."""
+    stats_path = storage.join(directory, f"{shard}_stats.json")
+    if not (storage.exists(stats_path) and storage.exists(storage.join(directory, f"{shard}.tar"))):
+        return False
+    try:
+        return storage.read_json(stats_path).get("made_with") == settings
+    except Exception:  # an unreadable stats file: the shard is redone
+        return False
 
 
 def run_perturb(clean_dir: str, out_dir: str, params: dict, runner: str = "DirectRunner", workers: int = 1,
@@ -247,7 +264,8 @@ def run_perturb(clean_dir: str, out_dir: str, params: dict, runner: str = "Direc
         for index in range(shards_by_split[split]):
             for name in config.types:
                 todo = tuple(lv for lv in config.levels
-                             if not _finished(cell_dir(out_dir, name, lv), shard_name(split, index)))
+                             if not _finished(cell_dir(out_dir, name, lv), shard_name(split, index),
+                                              made_with(config, name)))
                 if todo:
                     units.append((split, index, name, todo))
     cells = len(config.types) * len(config.levels)

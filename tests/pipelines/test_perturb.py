@@ -165,6 +165,22 @@ def test_resume_after_losing_shards_gives_the_same_bytes(clean, jpg_run, tmp_pat
     assert skipped.stat().st_mtime_ns == before
 
 
+def test_rerun_redoes_what_other_settings_or_an_older_perturbation_made(clean, jpg_run, tmp_path, monkeypatch):
+    out = tmp_path / "rerun"
+    shutil.copytree(jpg_run, out)
+    stats = lambda t, lv: out / t / str(lv) / "test-000000_stats.json"  # noqa: E731
+    before = {t: stats(t, 1).stat().st_mtime_ns for t in ("pixelation", "contrast")}
+    # A newer implementation of one type: only that type's shards are redone.
+    monkeypatch.setattr(type(CATALOGUE["pixelation"]), "version", 99)
+    run_perturb(str(clean), str(out), _perturb_params())
+    assert stats("pixelation", 1).stat().st_mtime_ns != before["pixelation"]
+    assert stats("contrast", 1).stat().st_mtime_ns == before["contrast"]
+    assert json.loads(stats("pixelation", 1).read_text())["made_with"]["version"] == 99
+    # Another JPEG quality: everything stored as JPEG is redone.
+    run_perturb(str(clean), str(out), _perturb_params(jpeg_quality=80))
+    assert json.loads(stats("contrast", 1).read_text())["made_with"]["jpeg_quality"] == 80
+
+
 def test_killed_run_finishes_with_the_same_bytes(clean, jpg_run, tmp_path):
     out = tmp_path / "killed"
     code = ("import sys; from pipelines.perturb import run_perturb; "
