@@ -585,7 +585,13 @@ def _decoded_chunks(container: av.container.InputContainer, stream, path: str) -
     except av.error.FFmpegError as exc:
         if not decoded:
             raise TruncatedMedia(path, f"audio could not be decoded ({exc})") from exc
-        # A truncated tail: keep what decoded.
+        declared = _declared_seconds(stream)
+        reached = decoded / int(stream.rate)
+        if declared is not None and reached < declared - max(0.1, 0.02 * declared):
+            # Damaged well before its end: the rest would be lost silently, or patched with silence
+            # that a real clip never had; either way the clip's lip-audio sync would be a lie.
+            raise TruncatedMedia(path, f"audio decoding stopped at {reached:.2f}s of {declared:.2f}s ({exc})") from exc
+        # A damaged last packet: keep what decoded.
     for out in resampler.resample(None):
         if held is not None:
             yield held
@@ -600,6 +606,13 @@ def _decoded_chunks(container: av.container.InputContainer, stream, path: str) -
         if 0 < excess < held.shape[1]:
             held = held[:, :held.shape[1] - excess]
     yield held
+
+
+def _declared_seconds(stream) -> float | None:
+    """The audio stream's duration as its container declares it, when it does."""
+    if stream.duration is None or stream.time_base is None:
+        return None
+    return float(stream.duration * stream.time_base)
 
 
 def _audio_lead(container: av.container.InputContainer, stream, path: str) -> float:

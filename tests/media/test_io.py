@@ -441,3 +441,18 @@ def test_resampled_audio_is_librosa_load_to_the_sample(tmp_path, samples):
     assert len(ours) == len(reference) == io.resampled_length(samples, 16000, 22050)
     np.testing.assert_array_equal(ours, reference)
     np.testing.assert_array_equal(streamed, ours)
+
+
+def test_audio_damaged_mid_file_is_an_error_not_a_silent_cut(make_video, tmp_path):
+    # Random bytes over a stretch of the file's middle: decoding stops there. Keeping only the part
+    # before it would quietly give a clip whose sound ends early.
+    clean = make_video("long.mp4", n=150, size=(32, 32), rate=16000)  # 6 s
+    data = bytearray(clean.read_bytes())
+    rng = np.random.default_rng(3)
+    for start in (len(data) * 3 // 10, len(data) // 2):
+        data[start:start + 4000] = rng.integers(0, 256, 4000, dtype=np.uint8).tobytes()
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    assert len(io.read_audio(clean)) == 6 * 16000
+    with pytest.raises(TruncatedMedia, match=r"damaged\.mp4.*audio decoding stopped at [0-9.]+s of 6\.00s"):
+        io.read_audio(damaged)
