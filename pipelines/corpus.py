@@ -14,7 +14,7 @@ import pyarrow as pa
 from pipelines import storage
 from pipelines.beam_options import pipeline_options
 from pipelines.failures import Failure, check_threshold, write_manifest_and_failures
-from pipelines.sources import Candidate, resolve_source
+from pipelines.sources import Candidate, SourceError, resolve_source
 from pipelines.splits import assign_splits
 
 STAGE = "corpus"
@@ -105,6 +105,9 @@ def run_corpus(source: str, out_dir: str, params: dict, runner: str = "DirectRun
     settings = params.get("corpus", {})
     candidates: list[Candidate] = resolve_source(source, out_dir, params)
     log.info("corpus: %d inputs from %s", len(candidates), source)
+    if not candidates:
+        # An empty corpus would only surface stages later, as "no shards" in training.
+        raise SourceError(f"{source}: no input files found (hidden files and sidecar audio do not count)")
     seed = int(params.get("seed", 0))
     fractions = dict(settings.get("splits", {"train": 0.7, "val": 0.15, "test": 0.15}))
     method = settings.get("split_method", "balanced")

@@ -133,6 +133,14 @@ def test_unknown_source_kind(tmp_path):
         run_corpus("youtube:abc", str(tmp_path / "c"), PARAMS)
 
 
+def test_a_source_with_no_inputs_is_an_error_naming_it(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".DS_Store").write_bytes(b"x")  # hidden: not an input
+    with pytest.raises(SourceError, match=f"folder:{empty}: no input files found"):
+        run_corpus(f"folder:{empty}", str(tmp_path / "c"), PARAMS)
+
+
 def test_splits_deterministic_and_disjoint():
     people = [f"p{i}" for i in range(200)]
     fractions = {"train": 0.8, "val": 0.1, "test": 0.1}
