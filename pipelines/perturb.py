@@ -7,6 +7,11 @@ shard is read and each sample decoded once, then perturbed at every unfinished l
 shard's `_stats.json` is written last and marks it finished; a rerun skips finished shards and
 rebuilds the manifests (per (type, level) `samples.parquet` + `failures.parquet`, and the
 top-level `perturb_stats.json`) from the shard files.
+
+The windows' stored frames (face crops at the dataset's frame size) are what gets perturbed, not the
+source video before cropping as DeeperForensics-1.0 did: blur, pixelation and block-wise act at the
+crop's scale. A shard counts as finished only if it was made by the same version of its perturbation
+type and the same storage settings (`made_with` in its stats).
 """
 from __future__ import annotations
 
