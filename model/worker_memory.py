@@ -103,8 +103,8 @@ class _Lease:
     def __array_interface__(self) -> dict[str, Any]:
         return self._raw.__array_interface__
 
-    def __del__(self) -> None:
-        self._raw[0] = _FREE  # no tensor of this batch is left: the worker may refill the slot
+    def __del__(self, free: int = _FREE) -> None:  # bound now: module globals may be gone at shutdown
+        self._raw[0] = free  # no tensor of this batch is left: the worker may refill the slot
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc malloc.h)
