@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 import perturbations as P  # noqa: E402
 from perturbations.block_wise import BLOCK, GREY, block_count  # noqa: E402
 from perturbations.ycbcr import CHROMA_OFFSET, RGB_TO_YCBCR, YCBCR_TO_RGB  # noqa: E402
+from tests.perturbations.test_perturbation_formulas import pixelation_reference  # noqa: E402
 
 SIDE = 500  # LipFD's frame size
 WINDOW = 5  # LipFD's window length
@@ -101,27 +102,11 @@ def naive_gaussian_blur(x: np.ndarray, level: int, seed: int) -> np.ndarray:
     return np.rint(f).astype(np.uint8)
 
 
-def _bilinear(x: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(T, H, W, C) resized bilinearly with half-pixel centres, positions clamped (OpenCV's rule)."""
-
-    def taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        c = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
-        i0 = np.floor(c).astype(int)
-        return i0, np.minimum(i0 + 1, n_in - 1), c - i0
-
-    r0, r1, fr = taps(x.shape[1], height)
-    c0, c1, fc = taps(x.shape[2], width)
-    f = x.astype(np.float64)
-    f = f[:, r0] * (1 - fr)[None, :, None, None] + f[:, r1] * fr[None, :, None, None]
-    return f[:, :, c0] * (1 - fc)[None, None, :, None] + f[:, :, c1] * fc[None, None, :, None]
-
-
 def naive_pixelation(x: np.ndarray, level: int, seed: int) -> np.ndarray:
-    # The reference's "JPEG": bilinear down to (h // p, w // p) (stored as uint8), bilinear back up.
+    # The reference's "JPEG", bilinear down to (h // p, w // p) and back up: the float64 formula the
+    # tests check the package against.
     p = int(P.get("pixelation").value(level))
-    _, h, w, _ = x.shape
-    small = np.rint(_bilinear(x, h // p, w // p))
-    return np.rint(_bilinear(small, h, w)).astype(np.uint8)
+    return np.stack([np.rint(pixelation_reference(frame, p)) for frame in x]).astype(np.uint8)
 
 
 def naive_block_wise(x: np.ndarray, level: int, seed: int) -> np.ndarray:
