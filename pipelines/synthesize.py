@@ -13,7 +13,8 @@ Generators with `needs_face` fail on a target where the detector finds a face in
 `min_face_fraction` of the sampled frames, unless the source is face-centred (`centred`).
 
 A Beam pipeline over target clips (a clip's frames are inspected once for all of its fakes):
-each fake is written to `<out>/<generator>/<fake_id>.mp4`, then a `<fake_id>.json` sidecar with
+each fake is checked (an audio track, video and audio lengths within `max_av_gap_s`) and written to
+`<out>/<generator>/<fake_id>.mp4`, then a `<fake_id>.json` sidecar with
 its fakes.parquet row and the inputs it was made from. One final step writes fakes.parquet,
 failures.parquet and synthesize_stats.json, sorted, so the bytes do not depend on the runner or
 the worker count. In fakes.parquet `seconds` is the fake's length in seconds (frames / fps), so
@@ -42,13 +43,12 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.metrics.metric import MetricsFilter
 
 from generators.base import IMAGE
 from generators.registry_cli import STAGE_KEYS as GENERATOR_STAGE_KEYS
 from pipelines import storage
 from pipelines.progress import WorkerProgress
-from pipelines.beam_options import pipeline_options
+from pipelines.beam_options import counter_value, pipeline_options
 from pipelines.failures import Failure, check_threshold, write_manifest_and_failures
 
 STAGE = "synthesize"
@@ -69,6 +69,7 @@ STAGE_DEFAULTS: dict[str, Any] = {
     "min_face_fraction": 0.5,
     "face_sample_frames": 16,
     "max_failure_fraction": 0.5,
+    "max_av_gap_s": 0.5,  # a fake whose video and audio lengths differ by more is a failure (a length tell)
 }
 _progress = WorkerProgress("synthesize", "fakes", every=10)  # per worker process
 _generators: dict[str, Any] = {}  # per worker process: loaded generator (or the error that stopped it), by spec
@@ -83,7 +84,7 @@ def stage_settings(params: dict) -> tuple[dict, dict[str, dict]]:
     section = dict(params.get("synthesize") or {})
     stage = {**STAGE_DEFAULTS, **{k: v for k, v in section.items() if k in STAGE_DEFAULTS}}
     try:
-        for key in ("min_driving_s", "silence_dbfs", "min_face_fraction", "max_failure_fraction"):
+        for key in ("min_driving_s", "silence_dbfs", "min_face_fraction", "max_failure_fraction", "max_av_gap_s"):
             stage[key] = float(stage[key])
         for key in ("fakes_per_clip", "face_sample_frames"):
             stage[key] = int(stage[key])
@@ -282,11 +283,13 @@ def inspect_target(path: str, frames: int, samples: int) -> dict:
     from media.faces import detect_face
     from media.io import FrameReader
 
-    indices = sorted({int(i) for i in np.linspace(0, max(frames - 1, 0), max(1, min(samples, frames))).round()})
     best_face: tuple[float, int, np.ndarray] | None = None
     best_any: tuple[float, int, np.ndarray] | None = None
     found = 0
     with FrameReader(path) as reader:
+        # The file's own count: a manifest's `frames` may be stale or estimated, and a frame past the end fails.
+        frames = len(reader.index.pts) or frames
+        indices = sorted({int(i) for i in np.linspace(0, max(frames - 1, 0), max(1, min(samples, frames))).round()})
         for index in indices:
             frame = reader.read([index])[0]  # one at a time: a long HD clip's samples need not all fit
             gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
@@ -387,7 +390,8 @@ def _make_todo(clip: dict, todo: list[dict], out_dir: str, stage: dict, specs: d
             seconds = driving_checked[fake["driving_audio"]]
             if isinstance(seconds, Exception):
                 raise seconds
-            results.append(_make_one(clip, fake, spec, video, facts, float(seconds), out_dir, scratch))
+            results.append(_make_one(clip, fake, spec, video, facts, float(seconds), out_dir, scratch,
+                                     float(stage.get("max_av_gap_s", STAGE_DEFAULTS["max_av_gap_s"]))))
             Metrics.counter(STAGE, "made").inc()
         except Exception as exc:  # every failure of one fake is a record, never a crash of the stage
             results.append(_failure(clip, fake, exc))
@@ -403,7 +407,7 @@ def _failure(clip: dict, fake: dict, exc: BaseException) -> dict:
 
 
 def _make_one(clip: dict, fake: dict, spec: dict, video: str, facts: dict | None, driving_seconds: float,
-              out_dir: str, scratch: str) -> dict:
+              out_dir: str, scratch: str, max_av_gap_s: float = STAGE_DEFAULTS["max_av_gap_s"]) -> dict:
     """Make one fake in scratch, check it, then move it and its sidecar into place."""
     import cv2
 
@@ -430,6 +434,10 @@ def _make_one(clip: dict, fake: dict, spec: dict, video: str, facts: dict | None
     info = probe(produced)
     if not info.has_audio:
         raise GeneratorError(f"{spec['name']} wrote {produced} without an audio track")
+    # Lips that stop while the speech goes on (or the reverse) would let the detector judge by length.
+    if abs(info.duration - info.audio_duration) > max_av_gap_s:
+        raise GeneratorError(f"{spec['name']} wrote {info.frames} frames ({info.duration:.2f} s of video) with "
+                             f"{info.audio_duration:.2f} s of audio; they may differ by {max_av_gap_s:g} s at most")
     final, sidecar = _fake_paths(out_dir, fake)
     with open(produced, "rb") as handle:
         storage.write_bytes(final, handle.read())
@@ -489,15 +497,6 @@ def _read_manifest(path: str, columns: tuple[str, ...], what: str, optional: tup
     return table.select(list(columns) + [c for c in optional if c in table.column_names]).to_pylist()
 
 
-def _counter(result: Any, name: str) -> int:
-    """A Beam counter's committed value after the run (0 when the runner reports none)."""
-    try:
-        found = result.metrics().query(MetricsFilter().with_namespace(STAGE).with_name(name))["counters"]
-        return int(sum(c.committed or 0 for c in found))
-    except Exception:  # some runners do not report metrics
-        return 0
-
-
 def run_synthesize(out_dir: str, params: dict, runner: str = "DirectRunner", workers: int = 1,
                    beam_args: tuple[str, ...] = ()) -> dict:
     """Run the synthesize stage; returns its stats (plus this run's `made` and `reused` counts).
@@ -533,7 +532,7 @@ def run_synthesize(out_dir: str, params: dict, runner: str = "DirectRunner", wor
             | "Write" >> beam.Map(write_manifests, out_dir, [f.to_row() for f in failures], planned, specs, targets)
         )
     stats = storage.read_json(storage.join(out_dir, "synthesize_stats.json"))
-    made, reused = _counter(pipeline.result, "made"), _counter(pipeline.result, "reused")
+    made, reused = counter_value(pipeline.result, STAGE, "made"), counter_value(pipeline.result, STAGE, "reused")
     log.info("synthesize done: inputs=%d fakes=%d (made=%d reused=%d) failures=%d (%s) in %.1fs", stats["inputs"],
              stats["fakes"], made, reused, stats["failures"],
              ", ".join(f"{k}={v}" for k, v in stats["failures_by_error"].items()) or "none", time.time() - started)

@@ -1,6 +1,7 @@
 """The native Wav2Lip generator: the released network run in-process, faces from media.faces."""
 from __future__ import annotations
 
+import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,12 @@ class Wav2LipGenerator(LipGenerator):
                 self._model = load_wav2lip(path)
             except (CheckpointMismatchError, RuntimeError, OSError) as exc:
                 raise GeneratorNotReady(f"wav2lip checkpoint {path} unusable: {exc}") from exc
+            except (pickle.UnpicklingError, EOFError) as exc:
+                # Not torch's text: it advises weights_only=False, which this project never does.
+                why = "the file is empty or cut short" if isinstance(exc, EOFError) else \
+                    "it holds something other than tensors and plain containers"
+                raise GeneratorNotReady(f"wav2lip checkpoint {path} unusable: not a released Wav2Lip "
+                                        f"checkpoint ({why})") from exc
             self._model_key = key
         return self._model
 

@@ -3,7 +3,8 @@
 A wrapper never imports the checkout: it runs `<python> <script> <args>` as a child process with an
 argument list (never a shell string), the checkout (or a private overlay of it) as working directory,
 and its own process group so a timeout can kill everything the script started. Each job gets a
-private scratch directory; the driving audio is handed over as a 16 kHz mono PCM wav. The script's
+private scratch directory; the driving audio is handed over as a 16 kHz mono PCM wav, a rotated or
+odd-sized target video as an upright even-sized copy (old OpenCV ignores rotation). The script's
 output is found, checked (decodable, duration close to the driving audio), post-processed where
 needed and muxed with the driving audio to the requested path, which is written under a temporary
 name and renamed, so a failed job never leaves a half-written fake behind.
@@ -15,6 +16,7 @@ scratch, and the checkout itself is never written to.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -38,7 +40,7 @@ from generators.base import (
     Target,
 )
 from media.errors import MediaError
-from media.io import VideoInfo, mux_audio, probe, read_audio, write_wav
+from media.io import VideoInfo, ffmpeg_exe, mux_audio, probe, read_audio, write_wav
 
 AUDIO_RATE = 16000  # every wrapped script expects (or resamples to) 16 kHz mono speech
 TAIL_LINES = 20  # lines of the script's stderr quoted in a GeneratorError
@@ -85,6 +87,7 @@ class ExternalCheckoutGenerator(LipGenerator):
     options: dict[str, str] = {}  # per-job params the script accepts: name -> FLAG / VALUE / VALUES
     default_timeout_s: float = 3600.0
     default_tolerance_s: float = 0.5
+    target_fps: float | None = None  # a script that only works at one frame rate gets the target converted
 
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
@@ -192,11 +195,16 @@ class ExternalCheckoutGenerator(LipGenerator):
             stderr_tail = self._run(args, job)
             raw = self.find_output(job)
             info = self._validate(raw, job, stderr_tail)
+            # ffmpeg writes in place: a failure half-way must leave nothing under the final name.
+            partial = out_path.with_name(f".{out_path.stem}.partial-{scratch.name}{out_path.suffix}")
             try:
-                self.finish(job, raw, info, out_path)
-                final = probe(out_path)
+                self.finish(job, raw, info, partial)
+                final = probe(partial)
+                os.replace(partial, out_path)
             except MediaError as exc:
                 raise GeneratorError(f"{self.name}: could not finish the output {raw.name}: {exc}") from exc
+            finally:
+                partial.unlink(missing_ok=True)
         finally:
             if not self.keep_scratch:
                 shutil.rmtree(scratch, ignore_errors=True)
@@ -246,6 +254,9 @@ class ExternalCheckoutGenerator(LipGenerator):
             raise GeneratorError(f"{self.name}: driving audio unusable: {exc}") from exc
         audio = inputs / "audio.wav"
         write_wav(audio, samples, AUDIO_RATE)
+        if Path(target.path).suffix.lower() not in IMAGE_SUFFIXES:
+            ready = video_for_script(Path(target.path), inputs / "target.mp4", self.target_fps, self.name)
+            target = dataclasses.replace(target, path=str(ready))
         workdir = self.checkout.resolve()
         if self.needs_overlay():
             workdir = make_overlay(self.checkout.resolve(), scratch / "checkout", self.overlay_private())
@@ -340,6 +351,36 @@ def make_overlay(checkout: Path, overlay: Path, private: Sequence[str]) -> Path:
     for name in private:
         (overlay / name).mkdir()
     return overlay
+
+
+def video_for_script(source: Path, dest: Path, fps: float | None = None, label: str = "wrapper") -> Path:
+    """`source` itself, or when a research script could not read it as shown, an upright even-sized copy at `dest`.
+
+    The checkouts read frames with old OpenCV builds that ignore rotation metadata (a phone clip would be
+    processed lying on its side) and encode with H.264 4:2:0, which refuses odd sizes; `fps` converts the
+    frame rate too (frames dropped or repeated, no blending). Odd sizes gain one edge row or column, as
+    media.io does for every video it writes.
+    """
+    try:
+        info = probe(source)
+    except MediaError as exc:
+        raise GeneratorError(f"{label}: target video unusable: {exc}") from exc
+    pad_w, pad_h = info.width % 2, info.height % 2
+    new_fps = bool(fps) and abs(info.fps - float(fps)) > 0.01
+    if not (info.rotation or pad_w or pad_h or new_fps):
+        return source
+    filters = [f"fps={fps}"] if new_fps else []
+    if pad_w or pad_h:  # ffmpeg has applied the rotation before these filters (autorotate)
+        filters.append(f"pad={info.width + pad_w}:{info.height + pad_h},"
+                       f"fillborders=right={pad_w}:bottom={pad_h}:mode=smear")
+    args = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-i", str(source)]
+    args += ["-vf", ",".join(filters)] if filters else []
+    args += ["-c:v", "libx264", "-crf", "12", "-pix_fmt", "yuv420p", "-c:a", "aac", str(dest)]
+    done = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True)
+    if done.returncode != 0:
+        lines = done.stderr.decode(errors="replace").strip().splitlines()[-5:]
+        raise GeneratorError(f"{label}: could not convert {source} for the script: " + " | ".join(lines))
+    return dest
 
 
 def still_image(target: Target, dest: Path, frame: int = 0, size: int | None = None) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from generators.base import VIDEO
-from generators.wrappers.base import VALUE, ExternalCheckoutGenerator, GeneratorError, Job
+from generators.wrappers.base import VALUE, ExternalCheckoutGenerator, Job
 from media.io import ffmpeg_exe
 
 TALKLIP_FPS = 25  # the script and its AV-HuBERT front end work at 25 fps
@@ -24,6 +24,7 @@ class TalkLip(ExternalCheckoutGenerator):
     input_kind = VIDEO
     script = "inf_demo.py"
     options = {"device": VALUE}
+    target_fps = TALKLIP_FPS  # the base class converts a target at another rate (re-encoded only then)
 
     def checkpoints(self) -> list[tuple[str, Path | None]]:
         """The TalkLip checkpoint and the AV-HuBERT checkout."""
@@ -31,13 +32,8 @@ class TalkLip(ExternalCheckoutGenerator):
                 ("avhubert_root", self.resolve(self.settings.get("avhubert_root")))]
 
     def prepare(self, job: Job) -> None:
-        """Hand over the target as 25 fps video (re-encoded only when it is not)."""
-        source = Path(job.target.path).resolve()
-        if abs(float(job.target.fps) - TALKLIP_FPS) > 0.01:
-            converted = job.scratch / "in" / "target25.mp4"
-            _to_fps(source, converted, TALKLIP_FPS)
-            source = converted
-        job.extra["video"] = source
+        """The target, already handed over at 25 fps (see target_fps)."""
+        job.extra["video"] = Path(job.target.path).resolve()
 
     def command(self, job: Job) -> list[str]:
         """save_path is a stem: the script appends .mp4."""
@@ -59,14 +55,3 @@ class TalkLip(ExternalCheckoutGenerator):
             raise self.missing_output(job, out.name)
         return out
 
-
-def _to_fps(source: Path, dest: Path, fps: int) -> None:
-    """Re-encode a video at a constant frame rate (frames dropped or repeated, no blending)."""
-    import subprocess
-
-    args = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-i", str(source), "-vf", f"fps={fps}",
-            "-c:v", "libx264", "-crf", "12", "-pix_fmt", "yuv420p", "-c:a", "aac", str(dest)]
-    done = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True)
-    if done.returncode != 0:
-        lines = done.stderr.decode(errors="replace").strip().splitlines()[-5:]
-        raise GeneratorError(f"talklip: could not convert {source} to {fps} fps: " + " | ".join(lines))

@@ -93,3 +93,14 @@ def test_generate_follows_the_audio(checkpoint: Path, clip: dict) -> None:
 
     top = int(min(box.y1 for box in (detect_face(frame) for frame in source[:info.frames]) if box is not None))
     assert top >= 8 and diff[: top - 1].mean() < 3 and diff[80:140].mean() > 10
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all" * 10], ids=["empty", "junk"])
+def test_a_file_that_is_not_a_checkpoint_is_not_ready_with_a_plain_reason(tmp_path: Path, clip: dict,
+                                                                           content: bytes) -> None:
+    path = tmp_path / "wav2lip_gan.pth"
+    path.write_bytes(content)
+    generator = Wav2LipGenerator(checkpoint=str(path), device="cpu")
+    with pytest.raises(GeneratorNotReady, match="not a released Wav2Lip checkpoint") as caught:
+        generator.model()
+    assert "weights_only" not in str(caught.value)  # never advise unpickling arbitrary objects

@@ -19,12 +19,13 @@ import pytest
 import soundfile
 
 from generators.base import IMAGE, VIDEO, DrivingAudio, GeneratorError, GeneratorNotReady, Target, load_generator
-from generators.wrappers.base import ExternalCheckoutGenerator, make_overlay, tail
+from generators.wrappers.base import ExternalCheckoutGenerator, make_overlay, tail, video_for_script
 from generators.wrappers.makeittalk import MakeItTalk, _resample_indices
 from generators.wrappers.sadtalker import SadTalker
 from generators.wrappers.talklip import TalkLip
 from generators.wrappers.wav2lip_repo import Wav2LipRepo
-from media.io import probe, read_frames, write_video
+from media.errors import MediaError
+from media.io import ffmpeg_exe, probe, read_frames, write_video
 
 STANDINS = Path(__file__).parent / "standins"
 KINDS = ("wav2lip_repo", "talklip", "sadtalker", "makeittalk")
@@ -301,3 +302,65 @@ def test_every_wrapper_is_an_external_checkout_generator() -> None:
     for kind, cls in CLASSES.items():
         assert issubclass(cls, ExternalCheckoutGenerator) and cls.version == "external"
         assert cls.input_kind == (IMAGE if kind == "makeittalk" else VIDEO)
+
+
+def _phone_clip(root: Path) -> Path:
+    """An odd-sized clip stored sideways with rotation metadata (shown 61 wide, 97 high), as phones record."""
+    import subprocess
+
+    stored, shown = root / "stored.mp4", root / "phone.mp4"
+    for args in (["-f", "lavfi", "-i", "testsrc=size=97x61:rate=25:duration=1", "-pix_fmt", "yuv444p",
+                  "-c:v", "libx264", str(stored)],
+                 ["-display_rotation", "90", "-i", str(stored), "-c", "copy", str(shown)]):
+        subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", *args], check=True)
+    return shown
+
+
+def test_a_rotated_odd_sized_target_is_handed_over_upright_and_even(tmp_path: Path) -> None:
+    phone = _phone_clip(tmp_path)
+    shown = read_frames(phone, [5])[0][..., ::-1].astype(float)  # as displayed, BGR
+    assert probe(phone).rotation and shown.shape == (97, 61, 3)
+    handed = video_for_script(phone, tmp_path / "handed.mp4")
+    # Read as the checkouts' old OpenCV reads: rotation metadata ignored.
+    capture = cv2.VideoCapture(str(handed))
+    capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
+    for _ in range(6):
+        ok, frame = capture.read()
+    capture.release()
+    assert ok and frame.shape == (98, 62, 3)  # upright, one edge row and column added
+    grey = cv2.cvtColor(frame[:97, :61], cv2.COLOR_BGR2GRAY).astype(float)  # luma: 4:2:0 blurs colour edges
+    expected = cv2.cvtColor(shown.astype(np.uint8), cv2.COLOR_BGR2GRAY).astype(float)
+    assert np.abs(grey - expected).mean() < 4 < np.abs(grey - expected[::-1, ::-1]).mean()
+    plain = tmp_path / "plain.mp4"
+    write_video(plain, (np.full((48, 64, 3), 90, np.uint8) for _ in range(5)), 25.0)
+    assert video_for_script(plain, tmp_path / "unused.mp4") == plain  # nothing to fix: no re-encode
+
+
+@pytest.mark.slow
+def test_wav2lip_repo_makes_a_fake_of_a_rotated_odd_sized_phone_clip(tmp_path: Path) -> None:
+    settings = make_checkout(tmp_path, "wav2lip_repo")
+    phone = _phone_clip(tmp_path)
+    target = Target("phone", str(phone), 25.0, 25, 1.0)
+    _, driving = make_inputs(tmp_path, "wav2lip_repo", ORANGE, 1.6, "a")
+    out = tmp_path / "fake.mp4"
+    Wav2LipRepo(**settings).generate(target, driving, out)  # H.264 4:2:0 refuses a 61x97 picture
+    info = probe(out)
+    assert (info.width, info.height, info.rotation) == (62, 98, 0)
+    assert info.duration == pytest.approx(1.6, abs=0.1)
+
+
+class _FinishFailsHalfway(Wav2LipRepo):
+    """Its muxing step writes part of the file, then fails (disk full, ffmpeg killed)."""
+
+    def finish(self, job, raw, info, out_path):
+        Path(out_path).write_bytes(b"\x00\x00\x00\x18ftypmp42 half a video")
+        raise MediaError(str(out_path), "ffmpeg failed: No space left on device")
+
+
+def test_a_finish_that_fails_half_way_leaves_no_file_behind(tmp_path: Path) -> None:
+    settings = make_checkout(tmp_path, "wav2lip_repo")
+    target, driving = make_inputs(tmp_path, "wav2lip_repo", ORANGE, 1.2, "a")
+    out = tmp_path / "fakes" / "fake.mp4"
+    with pytest.raises(GeneratorError, match="No space left on device"):
+        _FinishFailsHalfway(**settings).generate(target, driving, out)
+    assert list(out.parent.iterdir()) == []  # neither the fake nor a partial file

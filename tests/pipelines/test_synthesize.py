@@ -17,7 +17,7 @@ from media import io
 from pipelines.corpus import run_corpus
 from pipelines.denoise import run_denoise
 from pipelines.failures import StageFailed
-from pipelines.synthesize import FAKE_SCHEMA, choose_driving, inspect_target, run_synthesize
+from pipelines.synthesize import FAKE_SCHEMA, STAGE_DEFAULTS, choose_driving, inspect_target, make_fakes, run_synthesize
 from tests.conftest import gradient_frames, tone
 
 COLUMNS = ["fake_id", "path", "target_clip", "driving_clip", "driving_audio", "generator", "generator_version",
@@ -246,3 +246,41 @@ def test_the_still_is_the_sharpest_frame_by_its_face(shared_media, tmp_path):
     io.write_video(faceless, gradient_frames(20, 96, 96), 25.0)
     facts = inspect_target(str(faceless), 20, samples=8)
     assert facts["face_fraction"] == 0.0 and not facts["still_has_face"] and facts["sampled"] == 8
+
+
+class ThreeFrames(AudioSwap):
+    """A broken plugin: three frames of video under the whole driving speech."""
+
+    name, version = "three_frames", "1"
+
+    def generate(self, target, driving, out_path, params=None):
+        speech = io.read_audio(driving.path, 16000)
+        io.write_video(out_path, gradient_frames(3, 64, 64), 25.0, speech, 16000)
+        return base.GenerationResult(str(out_path), self.name, self.version, {}, 0.0)
+
+
+def test_a_fake_whose_video_is_much_shorter_than_its_audio_is_a_failure(tmp_path, monkeypatch):
+    installed = base.discover()
+    monkeypatch.setattr(base, "discover", lambda: {**installed, "three_frames": _Entry(ThreeFrames)})
+    target = tmp_path / "target.mp4"
+    io.write_video(target, gradient_frames(30, 64, 64), 25.0, tone(1.2, 16000), 16000)
+    io.write_wav(tmp_path / "driving.wav", tone(2.0, 16000, 300.0), 16000)
+    clip = {"clip_id": "t", "path": str(target), "identity": "a", "split": "test", "fps": 25.0, "frames": 30,
+            "duration": 1.2, "centred": True}
+    fake = {"fake_id": "t-three_frames-0", "generator": "three_frames", "n": 0, "driving_clip": "d",
+            "driving_audio": str(tmp_path / "driving.wav"), "driving_hash": "", "call": {"seed": 1},
+            "params_hash": "x"}
+    spec = {"name": "three_frames", "settings": {}, "version": "1", "input_kind": base.VIDEO, "needs_face": False}
+    out = tmp_path / "fakes"
+    [result] = make_fakes({"clip": clip, "fakes": [fake]}, str(out), dict(STAGE_DEFAULTS), {"three_frames": spec})
+    assert result["failure"]["error"] == "GeneratorError"
+    assert "3 frames (0.12 s of video) with 2.00 s of audio" in result["failure"]["message"]
+    assert not any(p.is_file() for p in out.rglob("*"))  # nothing left under a final name
+
+
+def test_inspect_target_samples_the_frames_the_file_has(tmp_path):
+    video = tmp_path / "clip.mp4"
+    io.write_video(video, gradient_frames(20, 96, 96), 25.0)
+    # A manifest count past the end (stale, or estimated from the duration) must not fail the target.
+    facts = inspect_target(str(video), 26, samples=8)
+    assert facts["sampled"] == 8 and facts["still_index"] <= 19
