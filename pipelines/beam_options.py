@@ -1,7 +1,7 @@
-"""Beam pipeline options from params.yaml and the command line, for any runner."""
+"""Beam pipeline options from params.yaml and the command line, for any runner, and counters read back."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -26,3 +26,14 @@ def pipeline_options(runner: str = "DirectRunner", workers: int = 1,
             args += ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
     args += list(extra)
     return PipelineOptions(args)
+
+
+def counter_value(result: Any, namespace: str, name: str) -> int:
+    """A Beam counter's committed value after a run (0 when the runner reports none)."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    try:
+        found = result.metrics().query(MetricsFilter().with_namespace(namespace).with_name(name))["counters"]
+        return int(sum(c.committed or 0 for c in found))
+    except Exception:  # some runners do not report metrics
+        return 0

@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.metrics.metric import MetricsFilter
 
 from pipelines import storage
 from pipelines.progress import WorkerProgress
-from pipelines.beam_options import pipeline_options
+from pipelines.beam_options import counter_value, pipeline_options
 from pipelines.failures import Failure, check_threshold, write_manifest_and_failures
 
 STAGE = "denoise"
@@ -175,15 +173,6 @@ def _read_clips(clips_parquet: str) -> list[dict]:
     return table.select(columns).to_pylist()
 
 
-def _counter(result: Any, name: str) -> int:
-    """A Beam counter's committed value after the run (0 when the runner reports none)."""
-    try:
-        found = result.metrics().query(MetricsFilter().with_namespace(STAGE).with_name(name))["counters"]
-        return int(sum(c.committed or 0 for c in found))
-    except Exception:  # some runners do not report metrics
-        return 0
-
-
 def run_denoise(clips_parquet: str, out_dir: str, params: dict, runner: str = "DirectRunner", workers: int = 1,
                 beam_args: tuple[str, ...] = ()) -> dict:
     """Run the denoise stage and return its stats (plus this run's `reused` and `denoised` counts).
@@ -218,7 +207,8 @@ def run_denoise(clips_parquet: str, out_dir: str, params: dict, runner: str = "D
             | "Write" >> beam.Map(write_manifests, out_dir, params_hash, duplicates)
         )
     stats = storage.read_json(storage.join(out_dir, "denoise_stats.json"))
-    reused, denoised = _counter(pipeline.result, "reused"), _counter(pipeline.result, "denoised")
+    reused = counter_value(pipeline.result, STAGE, "reused")
+    denoised = counter_value(pipeline.result, STAGE, "denoised")
     log.info("denoise done: inputs=%d outputs=%d (denoised=%d reused=%d) failures=%d (%s) in %.1fs",
              stats["inputs"], stats["outputs"], denoised, reused, stats["failures"],
              ", ".join(f"{k}={v}" for k, v in stats["failures_by_error"].items()) or "none", time.time() - started)
