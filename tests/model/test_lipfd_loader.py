@@ -307,3 +307,17 @@ def test_http_and_pipe_shards_read_like_local_files(shards, http_root):
     assert keys == local[:3] and stream.stats.shard_errors == 2
     assert any("train-000009.tar" in m for m in handler.messages)
     assert any("missing.tar" in m for m in handler.messages), handler.messages
+
+
+def test_spawned_workers_where_there_is_no_forkserver_give_the_same_batches(tmp_path, monkeypatch):
+    import multiprocessing
+
+    write_shards(tmp_path, shards=2, per_shard=4)
+    spec = str(tmp_path / "train-{000000..000001}.tar")
+    expected = {b.keys[0]: b for b in make_loader(spec, _one_pass(batch_size=2, crop_size=32))}
+    monkeypatch.setattr(loader_module, "_worker_context", lambda: multiprocessing.get_context("spawn"))
+    kept = list(make_loader(spec, _one_pass(batch_size=2, crop_size=32, num_workers=2)))
+    assert sorted(b.keys[0] for b in kept) == sorted(expected)
+    for batch in kept:
+        assert torch.equal(batch.global_input, expected[batch.keys[0]].global_input)
+        assert torch.equal(batch.crops, expected[batch.keys[0]].crops)
