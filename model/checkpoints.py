@@ -111,6 +111,8 @@ def _torch_load(path: str | os.PathLike[str]) -> Any:
             # its one informative line comes after this marker.
             detail = (text.split("WeightsUnpickler error:", 1)[1].strip().splitlines() or [""])[0]
             reason = f"weights-only loading refused it: {detail}"
+        elif isinstance(exc, EOFError):
+            reason = "the file is empty or cut short"
         else:
             reason = f"{type(exc).__name__}: {(text.splitlines() or [''])[0]}"
         raise CheckpointFormatError(f"{path}: not a readable PyTorch checkpoint ({reason})") from exc
