@@ -31,7 +31,7 @@ def _beam_settings(args: argparse.Namespace, params: dict, passthrough: list[str
 
 def cmd_corpus(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
     """List and probe a source; write clips.parquet and failures.parquet."""
-    from pipelines.corpus import run_corpus
+    from avlips.pipelines.corpus import run_corpus
 
     source = args.source or param(params, "corpus.source", "demo")
     out = args.out or param(params, "corpus.out", "data/corpus")
@@ -42,7 +42,7 @@ def cmd_corpus(args: argparse.Namespace, params: dict, passthrough: list[str]) -
 
 def cmd_denoise(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
     """Denoise every clip's audio into 16 kHz mono wavs; write audio.parquet and failures.parquet."""
-    from pipelines.denoise import run_denoise
+    from avlips.pipelines.denoise import run_denoise
 
     clips = args.clips or os.path.join(param(params, "corpus.out", "data/corpus"), "clips.parquet")
     out = args.out or param(params, "denoise.out", "data/audio")
@@ -54,7 +54,7 @@ def cmd_denoise(args: argparse.Namespace, params: dict, passthrough: list[str]) 
 
 def cmd_synthesize(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
     """Make lip-sync fakes of the real clips with every enabled generator; write fakes.parquet."""
-    from pipelines.synthesize import run_synthesize
+    from avlips.pipelines.synthesize import run_synthesize
 
     out = args.out or param(params, "synthesize.out", "data/fakes")
     stats = run_synthesize(out, params, **_beam_settings(args, params, passthrough))
@@ -65,8 +65,8 @@ def cmd_synthesize(args: argparse.Namespace, params: dict, passthrough: list[str
 
 def cmd_generators_list(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
     """List the installed generators: name, version, input kind, ready or not and why."""
-    from generators.base import list_generators
-    from generators.registry_cli import format_generator_table, settings_from_params
+    from avlips.generators.base import list_generators
+    from avlips.generators.registry_cli import format_generator_table, settings_from_params
 
     print(format_generator_table(list_generators(settings_from_params(params))))
     return 0
@@ -74,7 +74,7 @@ def cmd_generators_list(args: argparse.Namespace, params: dict, passthrough: lis
 
 def cmd_compose(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
     """Compose LipFD windows from clips and fakes into WebDataset shards."""
-    from pipelines.compose import run_compose
+    from avlips.pipelines.compose import run_compose
 
     out = args.out or param(params, "compose.out", "data/shards/clean")
     totals = run_compose(out, params, **_beam_settings(args, params, passthrough))
@@ -87,7 +87,7 @@ def cmd_compose(args: argparse.Namespace, params: dict, passthrough: list[str]) 
 def cmd_perturb(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
     """Perturb clean shards into the type x level grid of shard sets, or write a preview grid PNG."""
     if args.preview:
-        from pipelines.preview import make_preview
+        from avlips.pipelines.preview import make_preview
 
         out = args.out or "perturb_preview.png"
         shape = make_preview(args.preview, out, types=param(params, "perturb.types") or None,
@@ -97,7 +97,7 @@ def cmd_perturb(args: argparse.Namespace, params: dict, passthrough: list[str]) 
                              salt=int(param(params, "perturb.seed", 0)))
         print(f"perturb preview: {args.preview} -> {out} ({shape[1]}x{shape[0]})")
         return 0
-    from pipelines.perturb import run_perturb
+    from avlips.pipelines.perturb import run_perturb
 
     clean = args.clean or param(params, "perturb.clean") or param(params, "compose.out", "data/shards/clean")
     out = args.out or param(params, "perturb.out", "data/shards/perturbed")
@@ -109,8 +109,8 @@ def cmd_perturb(args: argparse.Namespace, params: dict, passthrough: list[str]) 
 
 def cmd_train(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
     """Train LipFD on the clean shards; write the model and metrics/train.json."""
-    from model.config import TrainConfig
-    from model.train import expand_shard_pattern, train
+    from avlips.model.config import TrainConfig
+    from avlips.model.train import expand_shard_pattern, train
 
     block = dict(params.get("train", {}))
     paths = {k: block.pop(k) for k in ("train_shards", "val_shards", "model", "metrics") if k in block}
@@ -125,7 +125,7 @@ def cmd_train(args: argparse.Namespace, params: dict, passthrough: list[str]) ->
 
 def cmd_evaluate(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
     """Score clean and perturbed test shards; write reports/robustness.{json,md} and plots; print the table."""
-    from model.evaluate import print_table, run_evaluate
+    from avlips.model.evaluate import print_table, run_evaluate
 
     settings = params.get("evaluate", {})
     report = run_evaluate(args.model or settings.get("model", "models/lipfd.pt"),
@@ -140,11 +140,11 @@ def cmd_detect(args: argparse.Namespace, params: dict, passthrough: list[str]) -
     """Score one video: per-window scores, the clip's fake probability and a verdict."""
     import json
 
-    from media.errors import MediaError
-    from media.windows import WindowConfig
-    from model.detect import detect, format_detection
-    from model.evaluate import EvaluateInputError
-    from pipelines.compose import ComposeConfig
+    from avlips.media.errors import MediaError
+    from avlips.media.windows import WindowConfig
+    from avlips.model.detect import detect, format_detection
+    from avlips.model.evaluate import EvaluateInputError
+    from avlips.pipelines.compose import ComposeConfig
 
     window = ComposeConfig.from_params(params).windows if params else WindowConfig()
     checkpoint = args.checkpoint or param(params, "evaluate.model", "models/lipfd.pt")
@@ -160,7 +160,7 @@ def cmd_detect(args: argparse.Namespace, params: dict, passthrough: list[str]) -
 
 def cmd_render(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
     """Render one stored sample as the reference 1000x2500 composite PNG."""
-    from pipelines.render_sample import render_to_png
+    from avlips.pipelines.render_sample import render_to_png
 
     size = render_to_png(args.shards, args.key, args.out)
     print(f"render: {args.key} -> {args.out} ({size[1]}x{size[0]})")
@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="shards (brace notation) or a video: write a types x levels grid PNG instead")
     perturb.add_argument("--key", help="with --preview on shards: the sample to show (default: the first)")
 
-    train = sub.add_parser("train", help="train LipFD on the shards (multi-GPU: torchrun -m model.train)")
+    train = sub.add_parser("train", help="train LipFD on the shards (multi-GPU: torchrun -m avlips.model.train)")
     train.add_argument("--train-shards", help="train shards, brace notation (default train.train_shards)")
     train.add_argument("--val-shards", help="validation shards (default train.val_shards)")
     train.add_argument("--model", help="where to write the model (default train.model)")
@@ -262,16 +262,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"avlips: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
-        from media.errors import MediaError
-        from media.sample import SampleError
-        from model.checkpoints import CheckpointError
-        from model.evaluate import EvaluateInputError
-        from pipelines.denoise import DenoiseInputError
-        from pipelines.failures import StageFailed
-        from pipelines.perturb import PerturbInputError
-        from pipelines.render_sample import SampleNotFound
-        from pipelines.sources import SourceError
-        from pipelines.synthesize import SynthesizeInputError
+        from avlips.media.errors import MediaError
+        from avlips.media.sample import SampleError
+        from avlips.model.checkpoints import CheckpointError
+        from avlips.model.evaluate import EvaluateInputError
+        from avlips.pipelines.denoise import DenoiseInputError
+        from avlips.pipelines.failures import StageFailed
+        from avlips.pipelines.perturb import PerturbInputError
+        from avlips.pipelines.render_sample import SampleNotFound
+        from avlips.pipelines.sources import SourceError
+        from avlips.pipelines.synthesize import SynthesizeInputError
 
         # The user's input is wrong (a broken file, a missing path, a foreign checkpoint): one line naming
         # it, not a traceback (-v shows that too).

@@ -27,10 +27,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from model.lipfd import LipFD, build_lipfd  # noqa: E402
-from model.losses import lipfd_loss  # noqa: E402
+from avlips.model.lipfd import LipFD, build_lipfd  # noqa: E402
+from avlips.model.losses import lipfd_loss  # noqa: E402
 
 
 def train_step(model: LipFD, optimizer: torch.optim.Optimizer, batch: tuple[torch.Tensor, ...], batched: bool) -> float:

@@ -28,12 +28,11 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1]
 # "Per core": thread pools that start on import (OpenBLAS, OpenMP) get one thread.
 for _pool in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_pool] = "1"
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from media import io  # noqa: E402
+from avlips.media import io  # noqa: E402
 
 N_WINDOWS, WINDOW_LEN = 10, 5
 
@@ -85,7 +84,7 @@ def baseline(video: Path, wav: Path, out: Path) -> tuple[int, int]:
 
 def ours(videos: list[Path], wavs: list[Path], out: Path) -> tuple[int, int]:
     """The compose stage's per-video work and the shard write; returns (samples, bytes in tars)."""
-    from pipelines.compose import ComposeConfig, compose_video, write_shard
+    from avlips.pipelines.compose import ComposeConfig, compose_video, write_shard
 
     config = ComposeConfig()
     records = []
@@ -119,7 +118,7 @@ def _timed(fn, *args):
 
 
 def _peak_memory_child(video: str, wav: str) -> None:
-    from pipelines.compose import ComposeConfig, compose_video
+    from avlips.pipelines.compose import ComposeConfig, compose_video
 
     item = {"video_id": "long", "path": video, "label": 0, "identity": "x", "split": "test", "generator": "",
             "centred": True, "audio_path": wav, "target_clip": ""}

@@ -23,11 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from media.sample import WindowSample  # noqa: E402
+from avlips.media.sample import WindowSample  # noqa: E402
 
 # Where render_face draws the mouth, as fractions of the frame: centred, 0.25 face heights below the
 # centre (face height 1.3 x face width 0.52-0.62 of the frame), mouth up to ~0.3 of the frame wide.

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from media.denoise import DEFAULTS, NOISEREDUCE_DEFAULTS, denoise, si_sdr  # noqa: E402
-from media.io import read_audio  # noqa: E402
+from avlips.media.denoise import DEFAULTS, NOISEREDUCE_DEFAULTS, denoise, si_sdr  # noqa: E402
+from avlips.media.io import read_audio  # noqa: E402
 
 RATE = 16000
 SNRS = (0, 5, 10)

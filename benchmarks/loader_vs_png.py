@@ -29,12 +29,11 @@ import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from media.render import render_sample  # noqa: E402
-from media.sample import WindowSample  # noqa: E402
-from model.inputs import global_view, region_crops  # noqa: E402
-from model.loader import LoaderConfig, LipFDStream, batch_inputs, make_loader  # noqa: E402
+from avlips.media.render import render_sample  # noqa: E402
+from avlips.media.sample import WindowSample  # noqa: E402
+from avlips.model.inputs import global_view, region_crops  # noqa: E402
+from avlips.model.loader import LoaderConfig, LipFDStream, batch_inputs, make_loader  # noqa: E402
 
 
 def synthetic_shards(root: Path, samples: int, per_shard: int = 16) -> str:
@@ -42,7 +41,7 @@ def synthetic_shards(root: Path, samples: int, per_shard: int = 16) -> str:
     import tarfile
     import io
 
-    from media.synthetic import make_persona, render_face
+    from avlips.media.synthetic import make_persona, render_face
 
     rng = np.random.default_rng(0)
     shards = (samples + per_shard - 1) // per_shard

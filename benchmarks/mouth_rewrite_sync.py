@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 # One core for everything, ffmpeg included (children inherit the affinity): the real-time claim.
 if hasattr(os, "sched_setaffinity"):
@@ -71,7 +70,7 @@ def _cpu_seconds() -> float:
 
 def flow_motion(frames: np.ndarray, centres: np.ndarray, halves: np.ndarray, size: tuple[int, int] = (96, 72)) -> np.ndarray:
     """Per-frame mean optical-flow speed (crop pixels per frame) in the mouth box's inscribed ellipse."""
-    from generators.mouth_rewrite import _crop_matrix
+    from avlips.generators.mouth_rewrite import _crop_matrix
 
     crops = [cv2.warpAffine(cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY), _crop_matrix(c, h, size), size,
                             flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE) for f, c, h in zip(frames, centres, halves)]
@@ -86,10 +85,10 @@ def mouth_rewrite_table(media: Path, work: Path) -> None:
     """Run every pair and print the table."""
     import torch
 
-    from generators.base import DrivingAudio, Target
-    from generators.mouth_rewrite import MouthRewrite, loudness_at, mouth_activity
-    from media.faces import track_faces
-    from media.io import iter_frames, probe, read_audio
+    from avlips.generators.base import DrivingAudio, Target
+    from avlips.generators.mouth_rewrite import MouthRewrite, loudness_at, mouth_activity
+    from avlips.media.faces import track_faces
+    from avlips.media.io import iter_frames, probe, read_audio
 
     torch.set_num_threads(1)
     header = f"{'clip':42s} {'size':>9s} {'out_s':>5s} {'psnr_out':>8s} {'exact':>5s} {'r_drive':>7s} {'r_orig':>7s} " \
@@ -97,7 +96,7 @@ def mouth_rewrite_table(media: Path, work: Path) -> None:
     # Warm-up (untimed): imports and first-call set-up happen once per worker, not once per fake.
     first = next(iter(PAIRS))
     warm = work / "warm.wav"
-    from media.io import write_wav
+    from avlips.media.io import write_wav
 
     write_wav(warm, read_audio(media / "audio" / f"{PAIRS[first]}.wav", 16000)[:16000], 16000)
     MouthRewrite().generate(Target(first, str(media / "video" / f"{first}.mp4"), 25.0, 0, 0.0),
@@ -159,10 +158,10 @@ def wav2lip_speed(media: Path, work: Path) -> None:
     """Frames per second of the native Wav2Lip generator on the CPU: one 512x512 clip, 2 s of audio."""
     import torch
 
-    from generators.base import DrivingAudio, Target
-    from generators.wav2lip.generator import Wav2LipGenerator
-    from generators.wav2lip.network import Wav2Lip
-    from media.io import probe, read_audio, write_wav
+    from avlips.generators.base import DrivingAudio, Target
+    from avlips.generators.wav2lip.generator import Wav2LipGenerator
+    from avlips.generators.wav2lip.network import Wav2Lip
+    from avlips.media.io import probe, read_audio, write_wav
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

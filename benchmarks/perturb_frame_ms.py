@@ -30,11 +30,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-import perturbations as P  # noqa: E402
-from perturbations.block_wise import BLOCK, GREY, block_count  # noqa: E402
-from perturbations.ycbcr import CHROMA_OFFSET, RGB_TO_YCBCR, YCBCR_TO_RGB  # noqa: E402
+import avlips.perturbations as P  # noqa: E402
+from avlips.perturbations.block_wise import BLOCK, GREY, block_count  # noqa: E402
+from avlips.perturbations.ycbcr import CHROMA_OFFSET, RGB_TO_YCBCR, YCBCR_TO_RGB  # noqa: E402
 from tests.perturbations.test_perturbation_formulas import pixelation_reference  # noqa: E402
 
 SIDE = 500  # LipFD's frame size

@@ -23,15 +23,14 @@ from pathlib import Path
 
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".numba_cache"))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from media.sample import WindowSample  # noqa: E402
-from perturbations import AVLIPS_TYPES, LEVELS  # noqa: E402
-from pipelines import storage  # noqa: E402
-from pipelines.shards import iter_tar_samples, shard_count, shard_name, shard_of, tar_bytes  # noqa: E402
+from avlips.media.sample import WindowSample  # noqa: E402
+from avlips.perturbations import AVLIPS_TYPES, LEVELS  # noqa: E402
+from avlips.pipelines import storage  # noqa: E402
+from avlips.pipelines.shards import iter_tar_samples, shard_count, shard_name, shard_of, tar_bytes  # noqa: E402
 
 FULL = 1000
 SHARED_MEDIA = Path(os.environ.get("AVLIPS_SHARED_MEDIA", Path(__file__).resolve().parents[2] / "shared" / "media"))
@@ -70,7 +69,7 @@ def build_clean(out: Path, samples: int, per_shard: int, side: int) -> int:
 
 def per_type_ms(clean: Path, count: int) -> dict[str, float]:
     """One core: ms per sample per (type, level), decode + perturb + encode, over `count` samples."""
-    from pipelines.perturb import PerturbConfig, perturb_sample
+    from avlips.pipelines.perturb import PerturbConfig, perturb_sample
 
     config = PerturbConfig.from_params({})
     items = list(iter_tar_samples((clean / "test-000000.tar").read_bytes()))[:count]
@@ -97,7 +96,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)  # Beam's worker chatter off; the results are printed
 
-    from pipelines.perturb import run_perturb
+    from avlips.pipelines.perturb import run_perturb
 
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="perturb_bench_"))
     try:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from generators.base import VIDEO, DrivingAudio, GenerationResult, GeneratorError, LipGenerator, Target
+from avlips.generators.base import VIDEO, DrivingAudio, GenerationResult, GeneratorError, LipGenerator, Target
 
 FITS = ("loop", "pad")  # how speech shorter than the target is extended: repeat it, or silence after it
 
@@ -52,7 +52,7 @@ class AudioSwap(LipGenerator):
     def generate(self, target: Target, driving: DrivingAudio, out_path: str | Path,
                  params: dict | None = None) -> GenerationResult:
         """Write the target's video with the driving speech as its only audio track."""
-        from media.io import iter_frames, mux_audio, probe, read_audio, write_video
+        from avlips.media.io import iter_frames, mux_audio, probe, read_audio, write_video
 
         started = time.perf_counter()
         run = {"fit": self.fit, "sample_rate": self.sample_rate, **(params or {})}

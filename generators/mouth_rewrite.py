@@ -25,7 +25,7 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
-from generators.base import VIDEO, DrivingAudio, GenerationResult, GeneratorError, LipGenerator, Target
+from avlips.generators.base import VIDEO, DrivingAudio, GenerationResult, GeneratorError, LipGenerator, Target
 
 __all__ = [
     "DEFAULTS",
@@ -400,8 +400,8 @@ class MouthRewrite(LipGenerator):
 
         `track` (a media.faces.FaceTrack of these frames) skips face tracking when the caller has one.
         """
-        from media.errors import MediaError
-        from media.faces import require_face, track_faces
+        from avlips.media.errors import MediaError
+        from avlips.media.faces import require_face, track_faces
 
         o = self._options(params)
         if len(frames) == 0:
@@ -541,8 +541,8 @@ class MouthRewrite(LipGenerator):
     def generate(self, target: Target, driving: DrivingAudio, out_path: str | Path,
                  params: dict | None = None) -> GenerationResult:
         """Write the target re-mouthed to the driving audio, with that audio, to out_path."""
-        from media.errors import MediaError, NoAudio
-        from media.io import iter_frames, probe, read_audio, write_video
+        from avlips.media.errors import MediaError, NoAudio
+        from avlips.media.io import iter_frames, probe, read_audio, write_video
 
         started = time.perf_counter()
         o = self._options(params)

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from media.errors import MediaError, TooShort
+from avlips.media.errors import MediaError, TooShort
 
 # Bump when the processing changes in a way the settings do not show, so old outputs are redone.
 ALGORITHM_VERSION = 1

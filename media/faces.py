@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d, median_filter
 
-from media.errors import NoFace, NoFrames
+from avlips.media.errors import NoFace, NoFrames
 
 __all__ = [
     "Box",
@@ -616,7 +616,7 @@ def _build_track(raw: dict[int, Box], attempted: list[int], count: int, fps: flo
 def track_video(path: str | os.PathLike, detector: FaceDetector | None = None, stride: int = 1,
                 **options: Any) -> FaceTrack:
     """track_faces over a video file's frames, at the file's average frame rate."""
-    from media.io import iter_frames, probe
+    from avlips.media.io import iter_frames, probe
 
     info = probe(path)
     return track_faces(iter_frames(path), detector=detector, stride=stride, fps=info.fps or 25.0,

@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import av
 import numpy as np
 
-from media.errors import (
+from avlips.media.errors import (
     MediaError,
     NoAudio,
     NoFrames,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from media.sample import WindowSample
+from avlips.media.sample import WindowSample
 
 FRAME_SIDE = 500
 STRIP_HEIGHT = 500

@@ -13,10 +13,10 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from media.audio import ClipMel, MelConfig, mel_columns, stream_mel, time_columns, window_columns
-from media.errors import MediaError, NoFace, TooShort
-from media.io import FrameReader, iter_audio
-from media.sample import WindowSample
+from avlips.media.audio import ClipMel, MelConfig, mel_columns, stream_mel, time_columns, window_columns
+from avlips.media.errors import MediaError, NoFace, TooShort
+from avlips.media.io import FrameReader, iter_audio
+from avlips.media.sample import WindowSample
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ def crop_window(frames: np.ndarray, config: WindowConfig, centred: bool, label: 
             return frames, None  # resized while decoding
         # The reference resizes whole (already face-centred) frames with OpenCV's bilinear default.
         return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_LINEAR) for f in frames]), None
-    from media.faces import crop_square, square_crop_box, track_faces
+    from avlips.media.faces import crop_square, square_crop_box, track_faces
 
     track = track_faces(frames)
     found = np.asarray(track.detected, dtype=bool)

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from media.errors import MediaError, NoFace, TooShort
-from media.render import render_sample
-from media.windows import WindowConfig, WindowFailure, iter_windows
-from model.evaluate import Detector, load_detector
-from model.loader import composite_inputs
+from avlips.media.errors import MediaError, NoFace, TooShort
+from avlips.media.render import render_sample
+from avlips.media.windows import WindowConfig, WindowFailure, iter_windows
+from avlips.model.evaluate import Detector, load_detector
+from avlips.model.loader import composite_inputs
 
 
 @dataclass
@@ -36,8 +36,8 @@ class Detection:
 
 def _face_present(video: str) -> bool:
     """Whether a face shows in the middle frame (decides face crops against whole frames)."""
-    from media.faces import detect_face
-    from media.io import probe, read_frames
+    from avlips.media.faces import detect_face
+    from avlips.media.io import probe, read_frames
 
     info = probe(video)
     return detect_face(read_frames(video, [info.frames // 2])[0]) is not None

@@ -10,9 +10,9 @@ from typing import Iterator
 
 import torch
 
-from model.checkpoints import CheckpointError
-from model.loader import LoaderConfig, batch_inputs, make_loader
-from model.report import CLEAN, ScoredWindow, build_report, markdown, write_report
+from avlips.model.checkpoints import CheckpointError
+from avlips.model.loader import LoaderConfig, batch_inputs, make_loader
+from avlips.model.report import CLEAN, ScoredWindow, build_report, markdown, write_report
 
 log = logging.getLogger("avlips.evaluate")
 
@@ -50,7 +50,7 @@ def pick_device(name: str = "auto") -> torch.device:
 
 def load_detector(path: str, device: str = "auto") -> Detector:
     """Our checkpoint (trained by `avlips train`) or the released LipFD file (reference-compatible mode)."""
-    from model.checkpoints import (CheckpointFormatError, load_checkpoint, load_reference_checkpoint,
+    from avlips.model.checkpoints import (CheckpointFormatError, load_checkpoint, load_reference_checkpoint,
                                    read_checkpoint_file)
 
     if os.path.isdir(path):

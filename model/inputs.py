@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from media import render as media_render
+from avlips.media import render as media_render
 
 from .lipfd import INPUT_MODES
 

@@ -36,9 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from media import render as media_render
-from media.render import render_sample
-from media.sample import SampleError, WindowSample
+from avlips.media import render as media_render
+from avlips.media.render import render_sample
+from avlips.media.sample import SampleError, WindowSample
 
 from .inputs import (CLIP_MEAN, CLIP_STD, COMPOSITE_SHAPE, CROP_SIZE, FRAME_SIZE, GLOBAL_SIZE, NUM_FRAMES,
                      SCALE_BOXES, global_view, region_crops)
@@ -298,7 +298,7 @@ class LipFDStream(IterableDataset):
         perturb = None
         if cfg.perturb_probability > 0:
             # Imported only when enabled: the random mode is an optional, train-time dependency.
-            from perturbations.random_mode import random_perturbation as perturb
+            from avlips.perturbations.random_mode import random_perturbation as perturb
         epoch, skip = self.start.get(worker, (0, 0))
         while True:
             consumed, batches = 0, 0
@@ -393,7 +393,7 @@ def _viridis() -> Any:
 
 
 def _render(sample: WindowSample) -> np.ndarray:
-    """media.render.render_sample's composite (the same uint8 values), made with less copying.
+    """avlips.media.render.render_sample's composite (the same uint8 values), made with less copying.
 
     The colormap is looked up once per process and the strip and frames are written straight into the
     composite (no concatenations; a frame already 500x500 is copied, which is what cv2.resize does for
@@ -834,7 +834,7 @@ def _worker_context() -> Any:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["model.loader_worker_template"])
+    context.set_forkserver_preload(["avlips.model.loader_worker_template"])
     return context
 
 

@@ -5,6 +5,6 @@ colormap about 0.1 s; done here, it is paid once per training process instead of
 loader pass (every validation pass starts new workers).
 """
 
-from model import loader
+from avlips.model import loader
 
 loader.warm_up()

@@ -10,7 +10,7 @@ from typing import Iterable
 
 import numpy as np
 
-from model.metrics import compute_metrics, video_scores
+from avlips.model.metrics import compute_metrics, video_scores
 
 CLEAN = "none"
 

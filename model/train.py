@@ -1,7 +1,7 @@
 """Train LipFD on streamed shards: AdamW, warmup + cosine, bf16 on GPU, DDP under torchrun, exact resume.
 
     train(params, "data/shards/clean/train-{000000..000009}.tar", "data/shards/clean/val-{000000..000001}.tar")
-    torchrun --nproc_per_node 2 -m model.train --params params.yaml --train-shards ... --val-shards ...
+    torchrun --nproc_per_node 2 -m avlips.model.train --params params.yaml --train-shards ... --val-shards ...
 
 A run resumed from its checkpoint continues exactly (same losses as an uninterrupted run on CPU): the
 checkpoint holds model, optimizer, scheduler, step, RNG states and every loader worker's cursor (see
@@ -436,10 +436,10 @@ def _parse_value(text: str) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m model.train` / `torchrun -m model.train`: train from params.yaml's `train:` block."""
+    """`python -m avlips.model.train` / `torchrun -m avlips.model.train`: train from params.yaml's `train:` block."""
     import yaml
 
-    parser = argparse.ArgumentParser(prog="model.train", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="avlips.model.train", description=main.__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--train-shards", help="paths or URLs, brace notation (default train.train_shards)")
     parser.add_argument("--val-shards", help="validation shards (default train.val_shards)")

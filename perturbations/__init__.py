@@ -1,6 +1,6 @@
 """The graded perturbations of DeeperForensics-1.0 as pure functions of (frames, level, seed).
 
-    from perturbations import apply, random_choice
+    from avlips.perturbations import apply, random_choice
     out = apply("gaussian_blur", frames, level=3, seed=0)   # frames: uint8 (T, H, W, 3) RGB
 """
 from .base import LEVELS, Perturbation

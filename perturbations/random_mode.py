@@ -3,7 +3,7 @@
 Both the perturb stage and a training loader derive every random number from a sample's key,
 so a perturbed window is reproducible from (key, type, level) alone:
 
-    from perturbations.random_mode import key_seed, random_perturbation
+    from avlips.perturbations.random_mode import key_seed, random_perturbation
     frames, chosen = random_perturbation(frames, "c0_w03", probability=0.5, salt=epoch)
     # chosen is {"type": "gaussian_blur", "level": 3}, or None when the window was left clean
 

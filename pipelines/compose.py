@@ -16,14 +16,14 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from media.audio import MelConfig
-from media.errors import MediaError
-from media.windows import WindowConfig, WindowFailure, iter_windows
-from pipelines import storage
-from pipelines.beam_options import pipeline_options
-from pipelines.failures import SCHEMA as FAILURE_SCHEMA
-from pipelines.failures import Failure, check_threshold, failure_rows
-from pipelines.shards import shard_count, shard_name, shard_of, tar_bytes
+from avlips.media.audio import MelConfig
+from avlips.media.errors import MediaError
+from avlips.media.windows import WindowConfig, WindowFailure, iter_windows
+from avlips.pipelines import storage
+from avlips.pipelines.beam_options import pipeline_options
+from avlips.pipelines.failures import SCHEMA as FAILURE_SCHEMA
+from avlips.pipelines.failures import Failure, check_threshold, failure_rows
+from avlips.pipelines.shards import shard_count, shard_name, shard_of, tar_bytes
 
 STAGE = "compose"
 log = logging.getLogger("avlips.compose")

@@ -11,11 +11,11 @@ import time
 import apache_beam as beam
 import pyarrow as pa
 
-from pipelines import storage
-from pipelines.beam_options import pipeline_options
-from pipelines.failures import Failure, check_threshold, write_manifest_and_failures
-from pipelines.sources import Candidate, SourceError, resolve_source
-from pipelines.splits import assign_splits
+from avlips.pipelines import storage
+from avlips.pipelines.beam_options import pipeline_options
+from avlips.pipelines.failures import Failure, check_threshold, write_manifest_and_failures
+from avlips.pipelines.sources import Candidate, SourceError, resolve_source
+from avlips.pipelines.splits import assign_splits
 
 STAGE = "corpus"
 log = logging.getLogger("avlips.corpus")
@@ -32,8 +32,8 @@ CLIP_SCHEMA = pa.schema([
 
 def probe_candidate(candidate: dict, min_frames: int, require_audio: bool) -> dict:
     """A clip row for a usable candidate, or a failure row: {'clip': row} or {'failure': row}."""
-    from media.errors import MediaError, NoAudio, TooShort
-    from media.io import probe, probe_audio, read_frames
+    from avlips.media.errors import MediaError, NoAudio, TooShort
+    from avlips.media.io import probe, probe_audio, read_frames
 
     path = candidate["path"]
     try:

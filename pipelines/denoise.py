@@ -24,10 +24,10 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipelines import storage
-from pipelines.progress import WorkerProgress
-from pipelines.beam_options import counter_value, pipeline_options
-from pipelines.failures import Failure, check_threshold, write_manifest_and_failures
+from avlips.pipelines import storage
+from avlips.pipelines.progress import WorkerProgress
+from avlips.pipelines.beam_options import counter_value, pipeline_options
+from avlips.pipelines.failures import Failure, check_threshold, write_manifest_and_failures
 
 STAGE = "denoise"
 log = logging.getLogger("avlips.denoise")
@@ -53,7 +53,7 @@ class DenoiseInputError(ValueError):
 
 def stage_settings(params: dict) -> tuple[dict, dict]:
     """(denoiser settings, stage settings) from params.yaml's `denoise` section, checked."""
-    from media.denoise import denoise_settings
+    from avlips.media.denoise import denoise_settings
 
     section = dict(params.get("denoise") or {})
     stage = {**STAGE_DEFAULTS, **{k: section[k] for k in STAGE_KEYS if k in section}}
@@ -96,10 +96,10 @@ def _finished_row(out_dir: str, clip_id: str, source: str, params_hash: str) -> 
 
 def denoise_clip(clip: dict, out_dir: str, settings: dict, stage: dict) -> dict:
     """Denoise one clip's audio into `<out_dir>/<clip_id>.wav`: {'audio': row} or {'failure': row}."""
-    from media.denoise import (check_speech_audio, denoise, rms, settings_hash, settings_json,
+    from avlips.media.denoise import (check_speech_audio, denoise, rms, settings_hash, settings_json,
                                snr_estimate_db, wav_bytes)
-    from media.errors import MediaError
-    from media.io import read_audio
+    from avlips.media.errors import MediaError
+    from avlips.media.io import read_audio
 
     _progress.start()
     source, kind = _source_of(clip)
@@ -180,7 +180,7 @@ def run_denoise(clips_parquet: str, out_dir: str, params: dict, runner: str = "D
     Raises DenoiseInputError when it cannot run and StageFailed above the failure threshold.
     `params['seed']` is not used: the denoiser has no randomness.
     """
-    from media.denoise import settings_hash
+    from avlips.media.denoise import settings_hash
 
     started = time.time()
     settings, stage = stage_settings(params)

@@ -48,7 +48,7 @@ def counts_by_error(failures: list[Failure]) -> dict[str, int]:
 def write_manifest_and_failures(out_dir: str, name: str, rows: list[dict], schema: pa.Schema,
                                 failures: list[Failure]) -> dict[str, int]:
     """Write a stage's sorted manifest `name` and its failures.parquet; return the failure counts by error."""
-    from pipelines import storage  # storage imports Beam: only the stages that write need it
+    from avlips.pipelines import storage  # storage imports Beam: only the stages that write need it
 
     storage.write_parquet(storage.join(out_dir, name), rows, schema)
     storage.write_parquet(storage.join(out_dir, "failures.parquet"), failure_rows(failures), SCHEMA)

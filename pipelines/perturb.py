@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import apache_beam as beam
 import pyarrow as pa
 
-from pipelines import storage
-from pipelines.beam_options import pipeline_options
-from pipelines.failures import SCHEMA as FAILURE_SCHEMA
-from pipelines.failures import Failure, check_threshold, failure_rows
-from pipelines.shards import iter_tar_samples, shard_name, tar_bytes
+from avlips.pipelines import storage
+from avlips.pipelines.beam_options import pipeline_options
+from avlips.pipelines.failures import SCHEMA as FAILURE_SCHEMA
+from avlips.pipelines.failures import Failure, check_threshold, failure_rows
+from avlips.pipelines.shards import iter_tar_samples, shard_name, tar_bytes
 
 STAGE = "perturb"
 log = logging.getLogger("avlips.perturb")
@@ -62,7 +62,7 @@ class PerturbConfig:
     @classmethod
     def from_params(cls, params: dict) -> "PerturbConfig":
         """The config from the `perturb` block of params.yaml, checked against the catalogue."""
-        from perturbations import AVLIPS_TYPES, LEVELS, CATALOGUE
+        from avlips.perturbations import AVLIPS_TYPES, LEVELS, CATALOGUE
 
         block = dict(params.get("perturb", {}) or {})
         known = {k: v for k, v in block.items() if k in cls.__dataclass_fields__}
@@ -125,9 +125,9 @@ def _frame_format(members: dict[str, bytes], wanted: str) -> str:
 def perturb_sample(key: str, members: dict[str, bytes], name: str, levels: tuple[int, ...],
                    config: PerturbConfig, source: str) -> dict[int, dict]:
     """The record per level for one clean sample: {'kind': 'sample'|'failure', ...}; never raises."""
-    from media.sample import WindowSample
-    from perturbations import get
-    from perturbations.random_mode import key_seed
+    from avlips.media.sample import WindowSample
+    from avlips.perturbations import get
+    from avlips.perturbations.random_mode import key_seed
 
     def failed(exc: BaseException) -> dict:
         # The input names the clean shard and key; the message keeps the exception's own words.
@@ -218,7 +218,7 @@ def _listed_keys(clean_dir: str, shard: str, seen: set[str]) -> list[str]:
 
 def made_with(config: PerturbConfig, name: str) -> dict:
     """What an output shard of type `name` depends on besides its clean shard: a rerun redoes it when this changes."""
-    from perturbations import get
+    from avlips.perturbations import get
 
     return {"version": get(name).version, "frame_format": config.frame_format,
             "lossless": name in config.lossless_types, "jpeg_quality": config.jpeg_quality, "seed": config.seed}

@@ -13,7 +13,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from pipelines import storage
+from avlips.pipelines import storage
 
 WINDOW = 5
 HEADER = 34  # pixels above the first row, for the column labels
@@ -27,9 +27,9 @@ def _is_shards(source: str) -> bool:
 
 def window_from_shards(source: str, key: str | None = None) -> tuple[np.ndarray, str]:
     """The frames and key of the sample `key` (or the first sample) in shards given in brace notation."""
-    from media.sample import WindowSample
-    from pipelines.render_sample import find_sample
-    from pipelines.shards import iter_tar_samples
+    from avlips.media.sample import WindowSample
+    from avlips.pipelines.render_sample import find_sample
+    from avlips.pipelines.shards import iter_tar_samples
 
     if key:
         return find_sample(source, key).frames, key
@@ -43,8 +43,8 @@ def window_from_shards(source: str, key: str | None = None) -> tuple[np.ndarray,
 
 def window_from_video(path: str, frame_size: int = 500, crop_scale: float = 1.8) -> tuple[np.ndarray, str]:
     """Five frames from the middle of a video, face-centred (or whole) and resized to frame_size."""
-    from media.faces import crop_square, detect_face, square_crop_box
-    from media.io import probe, read_frames
+    from avlips.media.faces import crop_square, detect_face, square_crop_box
+    from avlips.media.io import probe, read_frames
 
     info = probe(path)
     start = max(0, info.frames // 2 - WINDOW // 2)
@@ -75,8 +75,8 @@ def _label(image: np.ndarray, text: str, origin: tuple[int, int], scale: float, 
 def preview_grid(frames: np.ndarray, key: str, types: Sequence[str], levels: Sequence[int], cell: int,
                  salt: int = 0) -> np.ndarray:
     """The RGB grid image: a clean column, then one column per level; one row per type."""
-    from perturbations import get
-    from perturbations.random_mode import key_seed
+    from avlips.perturbations import get
+    from avlips.perturbations.random_mode import key_seed
 
     seed = key_seed(key, salt)
     middle = len(frames) // 2
@@ -112,9 +112,9 @@ def make_preview(source: str, out_png: str, types: Sequence[str] | None = None,
     """
     import tarfile
 
-    from media.errors import MediaError
-    from media.sample import SampleError
-    from perturbations import AVLIPS_TYPES
+    from avlips.media.errors import MediaError
+    from avlips.media.sample import SampleError
+    from avlips.perturbations import AVLIPS_TYPES
 
     try:
         if _is_shards(source):
@@ -122,7 +122,7 @@ def make_preview(source: str, out_png: str, types: Sequence[str] | None = None,
         else:
             frames, sample_key = window_from_video(source, frame_size)
     except (MediaError, SampleError, LookupError, OSError, tarfile.TarError) as exc:
-        from pipelines.perturb import PerturbInputError  # imports Beam: only when needed
+        from avlips.pipelines.perturb import PerturbInputError  # imports Beam: only when needed
 
         # A bad source is the user's input, said in one line (the command reports PerturbInputError).
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

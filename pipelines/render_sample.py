@@ -4,10 +4,10 @@ from __future__ import annotations
 import braceexpand
 import cv2
 
-from media.render import render_sample
-from media.sample import WindowSample
-from pipelines import storage
-from pipelines.shards import iter_tar_samples
+from avlips.media.render import render_sample
+from avlips.media.sample import WindowSample
+from avlips.pipelines import storage
+from avlips.pipelines.shards import iter_tar_samples
 
 
 class SampleNotFound(LookupError):

@@ -169,8 +169,8 @@ def manifest_candidates(manifest: str) -> list[Candidate]:
 
 def demo_candidates(out_dir: str, settings: dict, seed: int) -> list[Candidate]:
     """Write the synthetic demo clips under `out_dir` (skipping ones already there) and list them."""
-    from media.io import write_video
-    from media.synthetic import make_persona, render_talking_clip, speech_like_audio
+    from avlips.media.io import write_video
+    from avlips.media.synthetic import make_persona, render_talking_clip, speech_like_audio
 
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)

@@ -44,12 +44,12 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from generators.base import IMAGE
-from generators.registry_cli import STAGE_KEYS as GENERATOR_STAGE_KEYS
-from pipelines import storage
-from pipelines.progress import WorkerProgress
-from pipelines.beam_options import counter_value, pipeline_options
-from pipelines.failures import Failure, check_threshold, write_manifest_and_failures
+from avlips.generators.base import IMAGE
+from avlips.generators.registry_cli import STAGE_KEYS as GENERATOR_STAGE_KEYS
+from avlips.pipelines import storage
+from avlips.pipelines.progress import WorkerProgress
+from avlips.pipelines.beam_options import counter_value, pipeline_options
+from avlips.pipelines.failures import Failure, check_threshold, write_manifest_and_failures
 
 STAGE = "synthesize"
 log = logging.getLogger("avlips.synthesize")
@@ -133,7 +133,7 @@ def _fake_seed(seed: int, fake_id: str) -> int:
 
 def generator_spec(name: str, block: dict) -> dict:
     """What the stage needs to know of an enabled generator: settings, version, kind, readiness."""
-    from generators.base import VIDEO, GeneratorError, load_generator
+    from avlips.generators.base import VIDEO, GeneratorError, load_generator
 
     settings = {k: v for k, v in block.items() if k not in GENERATOR_STAGE_KEYS}
     spec = {"name": name, "settings": settings, "version": "?", "input_kind": VIDEO, "needs_face": True,
@@ -161,7 +161,7 @@ def _splits_of(name: str, value: Any) -> list[str] | None:
 
 def _generator(spec: dict):
     """This worker's instance of a generator (loaded once per process), or raise why it cannot run."""
-    from generators.base import GeneratorNotReady, load_generator
+    from avlips.generators.base import GeneratorNotReady, load_generator
 
     key = json.dumps([spec["name"], spec["settings"]], sort_keys=True, default=str)
     if key not in _generators:
@@ -177,7 +177,7 @@ def _generator(spec: dict):
 
 def _params_hash(spec: dict, face_sample_frames: int) -> str:
     """The hash of how a generator is set up: name, version, settings (the same for all of its fakes)."""
-    from generators.base import params_hash
+    from avlips.generators.base import params_hash
 
     # The still a static generator is given depends on how many frames were searched for it.
     still = {"face_sample_frames": face_sample_frames} if spec["input_kind"] == IMAGE else None
@@ -280,8 +280,8 @@ def inspect_target(path: str, frames: int, samples: int) -> dict:
     """Face presence over evenly sampled frames, and the sharpest frame with a face (else the sharpest)."""
     import cv2
 
-    from media.faces import detect_face
-    from media.io import FrameReader
+    from avlips.media.faces import detect_face
+    from avlips.media.io import FrameReader
 
     best_face: tuple[float, int, np.ndarray] | None = None
     best_any: tuple[float, int, np.ndarray] | None = None
@@ -315,10 +315,10 @@ def inspect_target(path: str, frames: int, samples: int) -> dict:
 
 def check_driving(path: str, min_seconds: float, silence_dbfs: float, sample_rate: int = 16000) -> float:
     """The driving audio's duration; raises TooShort or SilentAudio when it cannot drive lips."""
-    from media.audio import is_silent
-    from media.denoise import SilentAudio
-    from media.errors import TooShort
-    from media.io import read_audio
+    from avlips.media.audio import is_silent
+    from avlips.media.denoise import SilentAudio
+    from avlips.media.errors import TooShort
+    from avlips.media.io import read_audio
 
     audio = read_audio(path, sample_rate, mono=True)
     seconds = len(audio) / sample_rate
@@ -376,7 +376,7 @@ def _make_todo(clip: dict, todo: list[dict], out_dir: str, stage: dict, specs: d
                 if isinstance(facts, Exception):
                     raise facts
                 if face_check and facts["face_fraction"] < stage["min_face_fraction"]:
-                    from media.errors import NoFace
+                    from avlips.media.errors import NoFace
 
                     raise NoFace(clip["path"], f"face found in {facts['faces']} of {facts['sampled']} sampled frames "
                                                f"(need {stage['min_face_fraction']:.0%}) for {spec['name']}")
@@ -411,8 +411,8 @@ def _make_one(clip: dict, fake: dict, spec: dict, video: str, facts: dict | None
     """Make one fake in scratch, check it, then move it and its sidecar into place."""
     import cv2
 
-    from generators.base import DrivingAudio, GeneratorError, Target
-    from media.io import probe
+    from avlips.generators.base import DrivingAudio, GeneratorError, Target
+    from avlips.media.io import probe
 
     generator = _generator(spec)
     target_path = video

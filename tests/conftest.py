@@ -53,7 +53,7 @@ def tone(seconds: float, rate: int, freq: float = 440.0, channels: int = 1) -> n
 @pytest.fixture
 def make_video(tmp_path):
     """Factory: write a test video and return its path."""
-    from media.io import write_video
+    from avlips.media.io import write_video
 
     def make(name: str = "clip.mp4", n: int = 30, size: tuple[int, int] = (64, 48), fps: float = 25.0,
              audio: bool = True, rate: int = 16000, **kwargs) -> Path:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from generators.base import VIDEO, DrivingAudio, GenerationResult, GeneratorError, GeneratorNotReady, LipGenerator, Readiness, Target
+from avlips.generators.base import VIDEO, DrivingAudio, GenerationResult, GeneratorError, GeneratorNotReady, LipGenerator, Readiness, Target
 
 __all__ = ["DEFAULTS", "Wav2LipGenerator", "output_frame_count"]
 
@@ -94,8 +94,8 @@ class Wav2LipGenerator(LipGenerator):
 
     def face_boxes(self, frames: np.ndarray, fps: float, label: str, options: dict) -> np.ndarray:
         """Smoothed face boxes (T, 4) grown to the chin; NaN rows where no face is known."""
-        from media.errors import MediaError
-        from media.faces import require_face, track_faces
+        from avlips.media.errors import MediaError
+        from avlips.media.faces import require_face, track_faces
 
         track = track_faces(frames, stride=int(options["face_stride"]), fps=fps, label=label)
         try:
@@ -112,8 +112,8 @@ class Wav2LipGenerator(LipGenerator):
         """Write the target lip-synced to the driving audio by Wav2Lip, with that audio, to out_path."""
         import torch
 
-        from media.errors import MediaError
-        from media.io import iter_frames, probe, read_audio, write_video
+        from avlips.media.errors import MediaError
+        from avlips.media.io import iter_frames, probe, read_audio, write_video
 
         from .audio import SAMPLE_RATE, mel_chunks, melspectrogram
         from .inference import Wav2LipRunner

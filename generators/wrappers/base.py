@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from generators.base import (
+from avlips.generators.base import (
     VIDEO,
     DrivingAudio,
     GenerationResult,
@@ -39,8 +39,8 @@ from generators.base import (
     Readiness,
     Target,
 )
-from media.errors import MediaError
-from media.io import VideoInfo, ffmpeg_exe, mux_audio, probe, read_audio, write_wav
+from avlips.media.errors import MediaError
+from avlips.media.io import VideoInfo, ffmpeg_exe, mux_audio, probe, read_audio, write_wav
 
 AUDIO_RATE = 16000  # every wrapped script expects (or resamples to) 16 kHz mono speech
 TAIL_LINES = 20  # lines of the script's stderr quoted in a GeneratorError
@@ -397,7 +397,7 @@ def still_image(target: Target, dest: Path, frame: int = 0, size: int | None = N
         if bgr is None:
             raise GeneratorError(f"target image {source} cannot be read")
     else:
-        from media.io import read_frames
+        from avlips.media.io import read_frames
 
         try:
             count = probe(source).frames

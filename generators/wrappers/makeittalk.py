@@ -8,9 +8,9 @@ from typing import Iterator
 
 import numpy as np
 
-from generators.base import IMAGE
-from generators.wrappers.base import FLAG, VALUE, ExternalCheckoutGenerator, GeneratorError, Job, still_image
-from media.io import VideoInfo, frame_times, iter_frames, write_video
+from avlips.generators.base import IMAGE
+from avlips.generators.wrappers.base import FLAG, VALUE, ExternalCheckoutGenerator, GeneratorError, Job, still_image
+from avlips.media.io import VideoInfo, frame_times, iter_frames, write_video
 
 CHECKPOINT_FILES = ("ckpt_autovc.pth", "ckpt_content_branch.pth", "ckpt_speaker_branch.pth", "ckpt_116_i2i_comb.pth")
 JPG_STEM, WAV_STEM = "face", "speech"  # file names inside the job's private examples/

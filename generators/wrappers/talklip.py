@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from generators.base import VIDEO
-from generators.wrappers.base import VALUE, ExternalCheckoutGenerator, Job
-from media.io import ffmpeg_exe
+from avlips.generators.base import VIDEO
+from avlips.generators.wrappers.base import VALUE, ExternalCheckoutGenerator, Job
+from avlips.media.io import ffmpeg_exe
 
 TALKLIP_FPS = 25  # the script and its AV-HuBERT front end work at 25 fps
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from generators.base import VIDEO
-from generators.wrappers.base import FLAG, VALUE, VALUES, ExternalCheckoutGenerator, Job
+from avlips.generators.base import VIDEO
+from avlips.generators.wrappers.base import FLAG, VALUE, VALUES, ExternalCheckoutGenerator, Job
 
 
 class Wav2LipRepo(ExternalCheckoutGenerator):

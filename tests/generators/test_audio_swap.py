@@ -5,10 +5,10 @@ import av
 import numpy as np
 import pytest
 
-from generators.audio_swap import AudioSwap, fit_audio
-from generators.base import VIDEO, DrivingAudio, Target, load_generator
-from media import io
-from media.synthetic import make_persona, speech_like_audio
+from avlips.generators.audio_swap import AudioSwap, fit_audio
+from avlips.generators.base import VIDEO, DrivingAudio, Target, load_generator
+from avlips.media import io
+from avlips.media.synthetic import make_persona, speech_like_audio
 from tests.conftest import gradient_frames, tone
 
 RATE, FPS, FRAMES = 16000, 25.0, 50  # a 2 s target

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter1d
 
-from generators.base import DrivingAudio, GeneratorError, Target, load_generator
-from generators.mouth_rewrite import MouthRewrite, loudness_at, mouth_activity, select_path
-from media.io import iter_frames, probe, read_audio, write_video, write_wav
-from media.synthetic import envelope_at_frames, make_persona, render_talking_clip, speech_like_audio
+from avlips.generators.base import DrivingAudio, GeneratorError, Target, load_generator
+from avlips.generators.mouth_rewrite import MouthRewrite, loudness_at, mouth_activity, select_path
+from avlips.media.io import iter_frames, probe, read_audio, write_video, write_wav
+from avlips.media.synthetic import envelope_at_frames, make_persona, render_talking_clip, speech_like_audio
 
 FPS = 25.0
 RATE = 16000

@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from generators.base import IMAGE, discover, list_generators, load_generator
-from generators.registry_cli import format_generator_table
-from media import io
-from pipelines.synthesize import run_synthesize
+from avlips.generators.base import IMAGE, discover, list_generators, load_generator
+from avlips.generators.registry_cli import format_generator_table
+from avlips.media import io
+from avlips.pipelines.synthesize import run_synthesize
 
 PLUGIN_SOURCE = Path(__file__).parent / "plugin_example"
 PLUGIN_MODULE = "avlips_example_generator"

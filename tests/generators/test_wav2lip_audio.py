@@ -6,7 +6,7 @@ import librosa
 import numpy as np
 import pytest
 
-from generators.wav2lip.audio import chunk_count, chunk_starts, mel_chunks, melspectrogram
+from avlips.generators.wav2lip.audio import chunk_count, chunk_starts, mel_chunks, melspectrogram
 
 
 def _formula_mel(wav: np.ndarray, pad_mode: str = "reflect") -> np.ndarray:

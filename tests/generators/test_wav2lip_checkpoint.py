@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from generators.wav2lip.checkpoint import (
+from avlips.generators.wav2lip.checkpoint import (
     CheckpointMismatchError,
     check_state_dict,
     extract_state_dict,
     load_wav2lip,
 )
-from generators.wav2lip.network import Wav2Lip
+from avlips.generators.wav2lip.network import Wav2Lip
 
 torch.set_num_threads(2)
 

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from generators.base import DrivingAudio, GeneratorNotReady, Target, load_generator
-from generators.wav2lip.audio import chunk_count, melspectrogram
-from generators.wav2lip.generator import NO_CHECKPOINT, Wav2LipGenerator, output_frame_count
-from generators.wav2lip.network import Wav2Lip
-from media.io import iter_frames, probe, read_audio, write_video, write_wav
-from media.synthetic import make_persona, render_talking_clip, speech_like_audio
+from avlips.generators.base import DrivingAudio, GeneratorNotReady, Target, load_generator
+from avlips.generators.wav2lip.audio import chunk_count, melspectrogram
+from avlips.generators.wav2lip.generator import NO_CHECKPOINT, Wav2LipGenerator, output_frame_count
+from avlips.generators.wav2lip.network import Wav2Lip
+from avlips.media.io import iter_frames, probe, read_audio, write_video, write_wav
+from avlips.media.synthetic import make_persona, render_talking_clip, speech_like_audio
 
 torch.set_num_threads(2)
 
@@ -89,7 +89,7 @@ def test_generate_follows_the_audio(checkpoint: Path, clip: dict) -> None:
     source = np.stack(list(iter_frames(clip["target"])))[np.arange(expected) % info.frames]
     diff = np.abs(fake.astype(np.int16) - source.astype(np.int16)).mean(axis=(0, 3))
     # Above the highest face box the frames are the target's, up to the encode (Wav2Lip pads no rows on top).
-    from media.faces import detect_face
+    from avlips.media.faces import detect_face
 
     top = int(min(box.y1 for box in (detect_face(frame) for frame in source[:info.frames]) if box is not None))
     assert top >= 8 and diff[: top - 1].mean() < 3 and diff[80:140].mean() > 10

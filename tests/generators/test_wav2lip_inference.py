@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from generators.wav2lip.inference import Wav2LipRunner, pad_boxes
-from generators.wav2lip.network import Wav2Lip
+from avlips.generators.wav2lip.inference import Wav2LipRunner, pad_boxes
+from avlips.generators.wav2lip.network import Wav2Lip
 
 torch.set_num_threads(2)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from generators.wav2lip.network import ConvUnit, TransposeConvUnit, Wav2Lip
+from avlips.generators.wav2lip.network import ConvUnit, TransposeConvUnit, Wav2Lip
 
 torch.set_num_threads(2)
 

@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 import soundfile
 
-from generators.base import IMAGE, VIDEO, DrivingAudio, GeneratorError, GeneratorNotReady, Target, load_generator
-from generators.wrappers.base import ExternalCheckoutGenerator, make_overlay, tail, video_for_script
-from generators.wrappers.makeittalk import MakeItTalk, _resample_indices
-from generators.wrappers.sadtalker import SadTalker
-from generators.wrappers.talklip import TalkLip
-from generators.wrappers.wav2lip_repo import Wav2LipRepo
-from media.errors import MediaError
-from media.io import ffmpeg_exe, probe, read_frames, write_video
+from avlips.generators.base import IMAGE, VIDEO, DrivingAudio, GeneratorError, GeneratorNotReady, Target, load_generator
+from avlips.generators.wrappers.base import ExternalCheckoutGenerator, make_overlay, tail, video_for_script
+from avlips.generators.wrappers.makeittalk import MakeItTalk, _resample_indices
+from avlips.generators.wrappers.sadtalker import SadTalker
+from avlips.generators.wrappers.talklip import TalkLip
+from avlips.generators.wrappers.wav2lip_repo import Wav2LipRepo
+from avlips.media.errors import MediaError
+from avlips.media.io import ffmpeg_exe, probe, read_frames, write_video
 
 STANDINS = Path(__file__).parent / "standins"
 KINDS = ("wav2lip_repo", "talklip", "sadtalker", "makeittalk")

@@ -6,7 +6,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from media.audio import MelConfig, clip_mel_db, mel_columns, mel_power, power_to_db_ref_min, stream_mel
+from avlips.media.audio import MelConfig, clip_mel_db, mel_columns, mel_power, power_to_db_ref_min, stream_mel
 
 CONFIG = MelConfig()
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import soundfile
 
-from media.denoise import (DEFAULTS, NOISEREDUCE_DEFAULTS, SilentAudio, check_speech_audio, denoise,
+from avlips.media.denoise import (DEFAULTS, NOISEREDUCE_DEFAULTS, SilentAudio, check_speech_audio, denoise,
                            denoise_settings, quietest_frames, rms, settings_hash, settings_json, si_sdr,
                            snr_estimate_db, wav_bytes)
-from media.errors import TooShort
-from media.synthetic import make_persona, speech_like_audio
+from avlips.media.errors import TooShort
+from avlips.media.synthetic import make_persona, speech_like_audio
 
 RATE = 16000
 

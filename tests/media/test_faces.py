@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from media import faces
-from media.errors import MediaError, NoFace, NoFrames
-from media.faces import Box, FaceTrack
+from avlips.media import faces
+from avlips.media.errors import MediaError, NoFace, NoFrames
+from avlips.media.faces import Box, FaceTrack
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "media"
 VIDEOS = [
@@ -38,7 +38,7 @@ def _read_rgb(path: Path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def real_tracks() -> dict[str, tuple[FaceTrack, tuple[int, int]]]:
     """Stride-1 tracks of the real videos, computed once per module (shared by two tests)."""
-    from media.io import probe
+    from avlips.media.io import probe
 
     out = {}
     for name in VIDEOS:
@@ -78,7 +78,7 @@ def test_real_video_face_found_and_steady(name: str, real_tracks) -> None:
 @pytest.mark.shared_media
 @pytest.mark.slow
 def test_stride_matches_every_frame_on_real_video(real_tracks) -> None:
-    from media.io import iter_frames, probe
+    from avlips.media.io import iter_frames, probe
 
     name = "videoretalking_face_4.mp4"
     assert name in real_tracks

@@ -10,8 +10,8 @@ import av
 import numpy as np
 import pytest
 
-from media import io
-from media.errors import MediaError, NoAudio, NotAVideo, NoFrames, TruncatedMedia, UnreadableFile
+from avlips.media import io
+from avlips.media.errors import MediaError, NoAudio, NotAVideo, NoFrames, TruncatedMedia, UnreadableFile
 from tests.conftest import gradient_frames, shared_videos, tone
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from media import io, windows
-from media.audio import clip_mel_db, time_columns, window_columns
-from media.windows import WindowConfig, WindowFailure, iter_windows
+from avlips.media import io, windows
+from avlips.media.audio import clip_mel_db, time_columns, window_columns
+from avlips.media.windows import WindowConfig, WindowFailure, iter_windows
 from tests.conftest import gradient_frames
 
 

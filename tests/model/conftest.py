@@ -7,7 +7,7 @@ from typing import Callable
 import pytest
 import torch
 
-from model.lipfd import LipFD, build_lipfd
+from avlips.model.lipfd import LipFD, build_lipfd
 
 
 @pytest.fixture(autouse=True)

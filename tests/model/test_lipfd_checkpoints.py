@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.checkpoints import (
+from avlips.model.checkpoints import (
     CheckpointFormatError,
     CheckpointMismatchError,
     is_text_tower_key,
@@ -19,8 +19,8 @@ from model.checkpoints import (
     load_reference_checkpoint,
     save_checkpoint,
 )
-from model.lipfd import LipFD, LipFDConfig, build_lipfd
-from model.vit import build_vit
+from avlips.model.lipfd import LipFD, LipFDConfig, build_lipfd
+from avlips.model.vit import build_vit
 
 TSV = Path(__file__).resolve().parents[3] / "shared" / "reference" / "lipfd_state_dict.tsv"
 

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
-from media import io
-from media.errors import NoFace, NotAVideo, TooShort
-from media.windows import WindowConfig
-from model.checkpoints import save_checkpoint
-from model.lipfd import LipFDConfig, build_lipfd
+from avlips.media import io
+from avlips.media.errors import NoFace, NotAVideo, TooShort
+from avlips.media.windows import WindowConfig
+from avlips.model.checkpoints import save_checkpoint
+from avlips.model.lipfd import LipFDConfig, build_lipfd
 from tests.pipelines.test_compose import _clip_row, _params, _talking
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """Clean shards of 2 real + 2 fake clips, blur-perturbed shards, and a tiny saved model."""
-    from pipelines.compose import run_compose
-    from pipelines.perturb import run_perturb
+    from avlips.pipelines.compose import run_compose
+    from avlips.pipelines.perturb import run_perturb
 
     root = tmp_path_factory.mktemp("evaluate")
     clips = [_talking(root / f"c{i}.mp4", seed=i + 1, seconds=1.6, size=64) for i in range(4)]
@@ -45,7 +45,7 @@ def built(tmp_path_factory):
 
 
 def test_evaluate_writes_the_report(built):
-    from model.evaluate import run_evaluate
+    from avlips.model.evaluate import run_evaluate
 
     root, _ = built
     report = run_evaluate(str(root / "model.pt"), str(root / "clean"), str(root / "perturbed"),
@@ -65,7 +65,7 @@ def test_evaluate_writes_the_report(built):
 
 
 def test_evaluate_without_shards_is_a_clear_error(tmp_path, built):
-    from model.evaluate import EvaluateInputError, run_evaluate
+    from avlips.model.evaluate import EvaluateInputError, run_evaluate
 
     root, _ = built
     with pytest.raises(EvaluateInputError, match="no test-NNNNNN.tar"):
@@ -75,7 +75,7 @@ def test_evaluate_without_shards_is_a_clear_error(tmp_path, built):
 
 
 def test_detect_scores_each_window(built):
-    from model.detect import detect, format_detection
+    from avlips.model.detect import detect, format_detection
 
     root, clips = built
     result = detect(str(clips[0]), checkpoint=str(root / "model.pt"), window=WindowConfig(n_windows=4, frame_size=64),
@@ -89,7 +89,7 @@ def test_detect_scores_each_window(built):
 
 
 def test_detect_bad_inputs(built, tmp_path):
-    from model.detect import detect
+    from avlips.model.detect import detect
 
     root, clips = built
     model = str(root / "model.pt")
@@ -127,7 +127,7 @@ def test_detect_cli_exit_codes(built, tmp_path):
 @pytest.mark.slow
 def test_detect_with_a_checkpoint_in_the_released_format(built, tmp_path):
     """The released LipFD file format (CLIP ViT-L/14 + ResNet-50, text tower included) scores a video."""
-    from model.detect import detect
+    from avlips.model.detect import detect
 
     listing = REPO.parent / "shared" / "reference" / "lipfd_state_dict.tsv"
     if not listing.exists():
@@ -153,8 +153,8 @@ def test_detect_with_a_checkpoint_in_the_released_format(built, tmp_path):
 
 def test_an_unreadable_checkpoint_is_a_clear_error_of_the_command(tmp_path):
     """A broken model file: an input error naming it (the CLI prints it and exits 1), not a traceback."""
-    from model.checkpoints import CheckpointError
-    from model.evaluate import EvaluateInputError, load_detector
+    from avlips.model.checkpoints import CheckpointError
+    from avlips.model.evaluate import EvaluateInputError, load_detector
 
     (tmp_path / "notes.pt").write_text("not a checkpoint")
     (tmp_path / "empty.pt").write_bytes(b"")
@@ -175,8 +175,8 @@ def test_an_unreadable_checkpoint_is_a_clear_error_of_the_command(tmp_path):
 
 
 def test_a_file_that_is_no_lipfd_checkpoint_is_an_error_naming_it(tmp_path):
-    from model.checkpoints import CheckpointError
-    from model.evaluate import load_detector
+    from avlips.model.checkpoints import CheckpointError
+    from avlips.model.evaluate import load_detector
 
     path = tmp_path / "other.pt"
     torch.save({"encoder.weight": torch.zeros(3)}, path)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.inputs import (
+from avlips.model.inputs import (
     CLIP_MEAN,
     CLIP_STD,
     composite_to_tensor,

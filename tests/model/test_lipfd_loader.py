@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from media.render import render_sample
-from media.sample import WindowSample
-from model import loader as loader_module
-from model.inputs import prepare_inputs
-from model.loader import LipFDStream, LoaderConfig, batch_inputs, composite_inputs, expand_shards, make_loader
+from avlips.media.render import render_sample
+from avlips.media.sample import WindowSample
+from avlips.model import loader as loader_module
+from avlips.model.inputs import prepare_inputs
+from avlips.model.loader import LipFDStream, LoaderConfig, batch_inputs, composite_inputs, expand_shards, make_loader
 
 # The CPU fast path (numba kernels of torch's bilinear formula) against torch itself: torch's own CPU
 # results move by up to ~5e-5 (0..255 scale) between 1 and 2 threads, so "equal" means within these.
@@ -174,7 +174,7 @@ def test_train_time_perturbation_is_loaded_lazily_and_applied(shards, monkeypatc
         calls.append((key, probability, salt))
         return np.zeros_like(frames), {"type": "stub", "level": 1}
 
-    monkeypatch.setitem(sys.modules, "perturbations.random_mode",
+    monkeypatch.setitem(sys.modules, "avlips.perturbations.random_mode",
                         types.SimpleNamespace(random_perturbation=random_perturbation))
     url = str(shards / "train-000000.tar")
     batch = next(iter(make_loader(url, _one_pass(perturb_probability=0.5, crop_size=32))))

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from model.lipfd import LipFDOutput
-from model.losses import classification_loss, lipfd_loss, region_awareness_loss
+from avlips.model.lipfd import LipFDOutput
+from avlips.model.losses import classification_loss, lipfd_loss, region_awareness_loss
 
 
 def test_bce_matches_formula() -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, balanced_accuracy_score, confusion_matrix, roc_auc_score
 
-from model.metrics import compute_metrics, confusion, equal_error_rate, roc_auc, video_scores
+from avlips.model.metrics import compute_metrics, confusion, equal_error_rate, roc_auc, video_scores
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from model.lipfd import LipFD, LipFDConfig, LipFDOutput, build_lipfd
-from model.resnet import resnet18, resnet50
-from model.vit import LayerNorm, QuickGELU, build_vit
+from avlips.model.lipfd import LipFD, LipFDConfig, LipFDOutput, build_lipfd
+from avlips.model.resnet import resnet18, resnet50
+from avlips.model.vit import LayerNorm, QuickGELU, build_vit
 
 
 def _rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from model.metrics import roc_auc
-from model.report import ScoredWindow, build_report, markdown, write_report
+from avlips.model.metrics import roc_auc
+from avlips.model.report import ScoredWindow, build_report, markdown, write_report
 
 
 def _rows():

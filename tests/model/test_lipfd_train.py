@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from media.sample import WindowSample
-from model.checkpoints import CheckpointMismatchError, load_checkpoint, save_checkpoint
-from model.config import TrainConfig
-from model.lipfd import build_lipfd
-from model.train import WarmupCosine, train
+from avlips.media.sample import WindowSample
+from avlips.model.checkpoints import CheckpointMismatchError, load_checkpoint, save_checkpoint
+from avlips.model.config import TrainConfig
+from avlips.model.lipfd import build_lipfd
+from avlips.model.train import WarmupCosine, train
 
 
 def _sample(key: str, label: int, seed: int) -> WindowSample:
@@ -143,10 +143,10 @@ def test_schedule_warms_up_then_decays_to_the_floor():
 
 
 def test_module_entry_point_reads_paths_and_globs_from_a_params_file_like_the_repos(tmp_path, shard_spec):
-    # `torchrun -m model.train` reads params.yaml, whose train block also holds the stage's paths.
+    # `torchrun -m avlips.model.train` reads params.yaml, whose train block also holds the stage's paths.
     import yaml
 
-    from model.train import main
+    from avlips.model.train import main
 
     shard_dir = Path(shard_spec).parent
     block = {k: v for k, v in _config(steps=2).to_dict().items()}

@@ -10,7 +10,7 @@ from multiprocessing.reduction import ForkingPickler
 import numpy as np
 import torch.multiprocessing  # noqa: F401  (registers the shared-memory reductions of tensors)
 
-from model.worker_memory import SlotPool, lend, receive, tune_allocator
+from avlips.model.worker_memory import SlotPool, lend, receive, tune_allocator
 
 PARTS = {"x": ((2, 3), np.float32), "y": ((5,), np.uint8)}
 

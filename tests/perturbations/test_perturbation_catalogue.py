@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-import perturbations as P
+import avlips.perturbations as P
 
 # DeeperForensics-1.0's table (docs: UPSTREAM.md section 3), copied by hand, not from the package.
 UPSTREAM_TABLE = {

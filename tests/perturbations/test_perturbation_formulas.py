@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-from perturbations import CATALOGUE, apply
-from perturbations.block_wise import block_count
-from perturbations.compression import decode_h264, encode_h264
+from avlips.perturbations import CATALOGUE, apply
+from avlips.perturbations.block_wise import block_count
+from avlips.perturbations.compression import decode_h264, encode_h264
 
 TOLERANCE = 1  # grey levels: rounding and fixed-point differences
 

@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from media import io
-from media.sample import WindowSample
-from media.synthetic import make_persona, render_talking_clip, speech_like_audio
-from media.windows import window_starts
-from pipelines.compose import run_compose
-from pipelines.corpus import CLIP_SCHEMA
-from pipelines.shards import iter_tar_samples
-from pipelines.storage import write_parquet
+from avlips.media import io
+from avlips.media.sample import WindowSample
+from avlips.media.synthetic import make_persona, render_talking_clip, speech_like_audio
+from avlips.media.windows import window_starts
+from avlips.pipelines.compose import run_compose
+from avlips.pipelines.corpus import CLIP_SCHEMA
+from avlips.pipelines.shards import iter_tar_samples
+from avlips.pipelines.storage import write_parquet
 from tests.conftest import gradient_frames, tone
 
 
@@ -87,7 +87,7 @@ def _reference_composite(video: Path, audio: Path, start: int) -> np.ndarray:
 
 
 def test_render_matches_reference_algorithm(tmp_path, talking_clips):
-    from pipelines.render_sample import find_sample, render_to_png
+    from avlips.pipelines.render_sample import find_sample, render_to_png
 
     video = talking_clips[0]
     wav = tmp_path / "speech.wav"
@@ -235,8 +235,8 @@ def test_bad_and_awkward_inputs(tmp_path, talking_clips):
 
 def test_clips_whose_denoising_failed_never_compose_with_raw_audio(tmp_path, talking_clips):
     """Even when the denoise stage failed every clip: an empty audio.parquet is not a missing one."""
-    from pipelines.compose import compose_inputs
-    from pipelines.denoise import AUDIO_SCHEMA
+    from avlips.pipelines.compose import compose_inputs
+    from avlips.pipelines.denoise import AUDIO_SCHEMA
 
     params = _params(tmp_path, [_clip_row(f"c{i}", p, f"id{i}") for i, p in enumerate(talking_clips[:2])])
     audio = tmp_path / "audio.parquet"
@@ -253,8 +253,8 @@ def test_a_fake_whose_target_clip_is_gone_is_skipped_not_a_crash(tmp_path, talki
     """fakes.parquet older than a rerun corpus: that fake has no identity or split; the rest compose."""
     import logging
 
-    from pipelines.compose import compose_inputs
-    from pipelines.synthesize import FAKE_SCHEMA
+    from avlips.pipelines.compose import compose_inputs
+    from avlips.pipelines.synthesize import FAKE_SCHEMA
 
     params = _params(tmp_path, [_clip_row("c0", talking_clips[0], "id0")])
     fakes = tmp_path / "fakes.parquet"

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from media import io
-from pipelines.corpus import run_corpus
-from pipelines.failures import StageFailed
-from pipelines.sources import SourceError, manifest_candidates
-from pipelines.splits import assign_splits
+from avlips.media import io
+from avlips.pipelines.corpus import run_corpus
+from avlips.pipelines.failures import StageFailed
+from avlips.pipelines.sources import SourceError, manifest_candidates
+from avlips.pipelines.splits import assign_splits
 from tests.conftest import gradient_frames, tone
 
 PARAMS = {"seed": 7, "corpus": {"min_frames": 5, "require_audio": True, "max_failure_fraction": 0.9,
@@ -171,7 +171,7 @@ def test_demo_corpus_is_deterministic(tmp_path):
 
 def test_demo_mouth_follows_the_audio(tmp_path):
     """Real demo clips are in sync: the mouth region's darkness tracks the loudness envelope."""
-    from media.synthetic import envelope_at_frames
+    from avlips.media.synthetic import envelope_at_frames
 
     params = {"seed": 1, "demo": {"identities": 1, "clips_per_identity": 1, "duration_s": 4.0, "size": 96}}
     run_corpus("demo", str(tmp_path / "c"), {**params, "corpus": {"splits": {"train": 1.0}}})

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import soundfile
 
-from media import io
-from media.denoise import settings_record
-from media.synthetic import make_persona, speech_like_audio
-from pipelines.corpus import run_corpus
-from pipelines.denoise import DenoiseInputError, run_denoise, stage_settings
-from pipelines.failures import StageFailed
+from avlips.media import io
+from avlips.media.denoise import settings_record
+from avlips.media.synthetic import make_persona, speech_like_audio
+from avlips.pipelines.corpus import run_corpus
+from avlips.pipelines.denoise import DenoiseInputError, run_denoise, stage_settings
+from avlips.pipelines.failures import StageFailed
 from tests.conftest import gradient_frames
 
 FRAMES, FPS = 40, 25  # 1.6 s clips

@@ -17,14 +17,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from media.sample import WindowSample
-from perturbations import AVLIPS_TYPES, CATALOGUE, apply, random_choice
-from perturbations.random_mode import key_seed, random_perturbation
-from pipelines.compose import run_compose
-from pipelines.failures import StageFailed
-from pipelines.perturb import PerturbInputError, perturbed_key, run_perturb
-from pipelines.preview import HEADER, MARGIN, make_preview
-from pipelines.shards import iter_tar_samples, tar_bytes
+from avlips.media.sample import WindowSample
+from avlips.perturbations import AVLIPS_TYPES, CATALOGUE, apply, random_choice
+from avlips.perturbations.random_mode import key_seed, random_perturbation
+from avlips.pipelines.compose import run_compose
+from avlips.pipelines.failures import StageFailed
+from avlips.pipelines.perturb import PerturbInputError, perturbed_key, run_perturb
+from avlips.pipelines.preview import HEADER, MARGIN, make_preview
+from avlips.pipelines.shards import iter_tar_samples, tar_bytes
 from tests.pipelines.test_compose import _clip_row, _params, _talking
 
 LEVELS = [1, 2, 3, 4, 5]

@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from generators import base
-from generators.audio_swap import AudioSwap
-from generators.registry_cli import format_generator_table
-from media import io
-from pipelines.corpus import run_corpus
-from pipelines.denoise import run_denoise
-from pipelines.failures import StageFailed
-from pipelines.synthesize import FAKE_SCHEMA, STAGE_DEFAULTS, choose_driving, inspect_target, make_fakes, run_synthesize
+from avlips.generators import base
+from avlips.generators.audio_swap import AudioSwap
+from avlips.generators.registry_cli import format_generator_table
+from avlips.media import io
+from avlips.pipelines.corpus import run_corpus
+from avlips.pipelines.denoise import run_denoise
+from avlips.pipelines.failures import StageFailed
+from avlips.pipelines.synthesize import FAKE_SCHEMA, STAGE_DEFAULTS, choose_driving, inspect_target, make_fakes, run_synthesize
 from tests.conftest import gradient_frames, tone
 
 COLUMNS = ["fake_id", "path", "target_clip", "driving_clip", "driving_audio", "generator", "generator_version",

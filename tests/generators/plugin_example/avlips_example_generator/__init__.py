@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from generators.base import IMAGE, DrivingAudio, GenerationResult, LipGenerator, Readiness, Target
+from avlips.generators.base import IMAGE, DrivingAudio, GenerationResult, LipGenerator, Readiness, Target
 
 
 class ExampleStill(LipGenerator):
@@ -39,7 +39,7 @@ class ExampleStill(LipGenerator):
         """Write the held still with the driving speech."""
         import cv2
 
-        from media.io import read_audio, write_video
+        from avlips.media.io import read_audio, write_video
 
         started = time.perf_counter()
         still = cv2.cvtColor(cv2.imread(target.path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
