@@ -3,7 +3,10 @@
 A sample is the members of a tar sharing a `__key__`: `f0.jpg`..`f4.jpg` (the face-centred
 frames, RGB), `mel.npy` (the window's mel columns in dB, float32, rows = mel bins), `cls` (0 real,
 1 fake) and `json` (clip, identity, generator, perturbation, frame indices, times, fps, sources, and
-the clip-level dB range the reference colours the mel with). The LipFD composite is rendered from
+the clip-level dB range the reference colours the mel with), and `audio.npy`: the window's audio with
+context, int16 mono at 16 kHz, so that any audio front end (a sync expert's mel, a codec) can be computed
+from the shard. Its placement is in `json["audio"]` (see AUDIO_CONTEXT_KEYS). Shards made before the
+audio field existed decode with `audio = None`. The LipFD composite is rendered from
 these when loading, so one dataset serves the reference layout and others.
 """
 from __future__ import annotations
@@ -29,6 +32,8 @@ class WindowSample:
     mel_db: np.ndarray
     label: int
     meta: dict = field(default_factory=dict)
+    # int16 mono samples at meta["audio"]["sample_rate"] (16 kHz): the window's span plus context either side.
+    audio: np.ndarray | None = None
 
     def encode(self, frame_format: str = "jpg", jpeg_quality: int = 92) -> dict[str, bytes]:
         """Tar members (name without key -> bytes); the same sample always gives the same bytes."""
@@ -40,6 +45,10 @@ class WindowSample:
         buffer = io.BytesIO()
         np.save(buffer, np.ascontiguousarray(self.mel_db, dtype=np.float32), allow_pickle=False)
         members["mel.npy"] = buffer.getvalue()
+        if self.audio is not None:
+            buffer = io.BytesIO()
+            np.save(buffer, np.ascontiguousarray(self.audio, dtype=np.int16), allow_pickle=False)
+            members["audio.npy"] = buffer.getvalue()
         members["cls"] = str(int(self.label)).encode()
         members["json"] = json.dumps(self.meta, sort_keys=True, ensure_ascii=False).encode()
         return members
@@ -59,9 +68,16 @@ class WindowSample:
             mel = np.load(io.BytesIO(members["mel.npy"]), allow_pickle=False)
             label = int(members["cls"].decode().strip())
             meta = json.loads(members["json"].decode())
+            audio = np.load(io.BytesIO(members["audio.npy"]), allow_pickle=False) if "audio.npy" in members else None
         except Exception as exc:
             raise SampleError(f"{key}: cannot decode ({type(exc).__name__}: {exc})") from exc
-        return cls(key=key, frames=frames, mel_db=mel, label=label, meta=meta)
+        return cls(key=key, frames=frames, mel_db=mel, label=label, meta=meta, audio=audio)
+
+
+# json["audio"] describes audio.npy: sample_rate (16000); context_s (the margin asked for either side);
+# window_start (index in audio.npy of the window's first frame time); window_samples (samples spanned by the
+# window's frames); cut_before / cut_after (context samples missing because the clip starts or ends there).
+AUDIO_CONTEXT_KEYS = ("sample_rate", "context_s", "window_start", "window_samples", "cut_before", "cut_after")
 
 
 def encode_image(rgb: np.ndarray, image_format: str = "jpg", jpeg_quality: int = 92) -> bytes:
