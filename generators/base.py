@@ -20,6 +20,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable
 
+from avlips.errors import AvlipsInputError
+
 ENTRY_POINT_GROUP = "avlips.generators"
 
 VIDEO = "video"  # the target is a face video; the fake keeps its motion (dynamic generators)
@@ -30,7 +32,7 @@ class GeneratorError(RuntimeError):
     """A generator could not make a fake; the message says why (recorded as a failure)."""
 
 
-class GeneratorNotReady(GeneratorError):
+class GeneratorNotReady(GeneratorError, AvlipsInputError):
     """A generator cannot run here (missing checkout, checkpoint, interpreter...)."""
 
 

@@ -5,8 +5,10 @@ name is the error class recorded, so keep names stable.
 """
 from __future__ import annotations
 
+from avlips.errors import AvlipsInputError
 
-class MediaError(Exception):
+
+class MediaError(AvlipsInputError):
     """An input file cannot be used; the message names the file and the problem."""
 
     def __init__(self, path: str, problem: str) -> None:

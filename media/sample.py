@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from avlips.errors import AvlipsInputError
 
-class SampleError(ValueError):
+
+class SampleError(AvlipsInputError, ValueError):
     """A stored sample is missing a field or holds one that cannot be decoded."""
 
 

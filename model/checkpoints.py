@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .lipfd import LipFD, LipFDConfig, build_lipfd
+from avlips.errors import AvlipsInputError
 
 __all__ = [
     "CheckpointError",
@@ -44,7 +45,7 @@ _ARCH_FIELDS = ("encoder", "backbone", "num_frames", "num_scales")
 _MAX_LISTED = 12  # keys named per category in an error message
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(AvlipsInputError, RuntimeError):
     """A checkpoint could not be used."""
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Iterable, Iterator
 
+from avlips.errors import AvlipsInputError
 from avlips.media.sample import WindowSample
 
 ENTRY_POINT_GROUP = "avlips.detectors"
@@ -29,7 +30,7 @@ MEL = "mel.npy"        # the reference mel columns
 AUDIO = "audio.npy"    # the window's 16 kHz mono audio with context (see media/sample.py)
 
 
-class DetectorError(RuntimeError):
+class DetectorError(AvlipsInputError, RuntimeError):
     """A detector cannot run (no weights, unreadable weights, a sample without a field it needs)."""
 
 

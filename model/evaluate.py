@@ -10,6 +10,7 @@ from typing import Iterator
 
 import torch
 
+from avlips.errors import AvlipsInputError
 from avlips.model.checkpoints import CheckpointError
 from avlips.model.loader import LoaderConfig, batch_inputs, make_loader
 from avlips.model.report import CLEAN, ScoredWindow, build_report, markdown, write_report
@@ -17,7 +18,7 @@ from avlips.model.report import CLEAN, ScoredWindow, build_report, markdown, wri
 log = logging.getLogger("avlips.evaluate")
 
 
-class EvaluateInputError(ValueError):
+class EvaluateInputError(AvlipsInputError, ValueError):
     """The evaluation cannot run: no model, no test shards."""
 
 

@@ -10,7 +10,6 @@ model.loader), and the resumed loader skips what was already seen and rotates it
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -429,49 +428,32 @@ def expand_shard_pattern(pattern: str | Sequence[str] | None) -> str | list[str]
     return pattern
 
 
-def _parse_value(text: str) -> Any:
-    import yaml
-
-    return yaml.safe_load(text)
+def train_from_inputs(inputs: Any) -> dict[str, Any]:
+    """Train as a command line says (avlips.cli_args.TrainInputs): `avlips train` and this module's main alike."""
+    return train(TrainConfig.from_dict(inputs.settings), expand_shard_pattern(inputs.train_shards),
+                 expand_shard_pattern(inputs.val_shards), inputs.model, inputs.metrics, inputs.checkpoint_dir,
+                 inputs.resume)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m avlips.model.train` / `torchrun -m avlips.model.train`: train from params.yaml's `train:` block."""
-    import yaml
+    # One parser for this entry point and `avlips train` (avlips/cli_args.py): --params, -S key=value, the paths.
+    from avlips.cli_args import params_from_args, train_inputs, train_parser
+    from avlips.errors import AvlipsInputError
 
-    parser = argparse.ArgumentParser(prog="avlips.model.train", description=main.__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--train-shards", help="paths or URLs, brace notation (default train.train_shards)")
-    parser.add_argument("--val-shards", help="validation shards (default train.val_shards)")
-    parser.add_argument("--model", help="where to write the model (default train.model)")
-    parser.add_argument("--metrics", help="where to write the metrics (default train.metrics)")
-    parser.add_argument("--checkpoint-dir", default=None)
-    parser.add_argument("--resume", default=None, help="a checkpoint, or 'auto' for the last one")
-    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a train.* value, e.g. -S steps=100")
+    parser = train_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    params = yaml.safe_load(Path(args.params).read_text()) if Path(args.params).exists() else {}
-    block = dict(params.get("train", {}) or {})
-    block.setdefault("seed", params.get("seed", 1234))
-    for item in args.set:
-        key, _, value = item.partition("=")
-        block[key.removeprefix("train.")] = _parse_value(value)
-    # Paths are the stage's, not the training config's: the command line wins over params.yaml.
-    paths = {key: block.pop(key, None) for key in ("train_shards", "val_shards", "model", "metrics")}
-    train_shards = args.train_shards or paths["train_shards"]
-    if not train_shards:
-        parser.error("no train shards: pass --train-shards or set train.train_shards in the params file")
-    train_shards = expand_shard_pattern(train_shards)
-    val_shards = expand_shard_pattern(args.val_shards if args.val_shards is not None else paths["val_shards"] or "")
-    model_path = args.model or paths["model"] or "models/lipfd.pt"
-    metrics_path = args.metrics or paths["metrics"] or "metrics/train.json"
-    metrics = train(TrainConfig.from_dict(block), train_shards, val_shards or None, model_path,
-                    metrics_path, args.checkpoint_dir, args.resume)
+    try:
+        inputs = train_inputs(args, params_from_args(args))
+        metrics = train_from_inputs(inputs)
+    except AvlipsInputError as exc:
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        return exc.exit_status
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"train: steps={metrics['steps']} final_loss={_fmt(metrics['final_loss'])} "
               f"val_auc={_fmt(metrics['val_auc'])} val_acc={_fmt(metrics['val_acc'])} "
-              f"{metrics['samples_per_s']:.2f} samples/s in {metrics['seconds']:.0f}s -> {model_path}")
+              f"{metrics['samples_per_s']:.2f} samples/s in {metrics['seconds']:.0f}s -> {inputs.model}")
     return 0
 
 

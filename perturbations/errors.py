@@ -4,8 +4,10 @@ Stages turn these into failure records; the class name is the error class record
 """
 from __future__ import annotations
 
+from avlips.errors import AvlipsInputError
 
-class PerturbationError(ValueError):
+
+class PerturbationError(AvlipsInputError, ValueError):
     """A perturbation request cannot be served; the message names the sample (if given) and the problem."""
 
     def __init__(self, problem: str, sample: str | None = None) -> None:

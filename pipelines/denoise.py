@@ -24,6 +24,7 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from avlips.errors import AvlipsInputError
 from avlips.pipelines import storage
 from avlips.pipelines.progress import WorkerProgress
 from avlips.pipelines.beam_options import counter_value, pipeline_options
@@ -47,7 +48,7 @@ AUDIO_SCHEMA = pa.schema([
 _progress = WorkerProgress("denoise", "clips", every=25)  # per worker process
 
 
-class DenoiseInputError(ValueError):
+class DenoiseInputError(AvlipsInputError, ValueError):
     """The stage cannot run at all: bad denoise settings, or clips.parquet missing or lacking columns."""
 
 

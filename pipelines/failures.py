@@ -5,6 +5,8 @@ from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 
+from avlips.errors import AvlipsInputError
+
 SCHEMA = pa.schema([
     ("input", pa.string()),
     ("stage", pa.string()),
@@ -62,5 +64,5 @@ def check_threshold(stage: str, inputs: int, failed: int, max_fraction: float) -
                           f"({failed / inputs:.0%} > max_failure_fraction {max_fraction:.0%})")
 
 
-class StageFailed(RuntimeError):
+class StageFailed(AvlipsInputError, RuntimeError):
     """A stage ran but too many of its inputs failed."""

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 import pyarrow as pa
 
+from avlips.errors import AvlipsInputError
 from avlips.pipelines import storage
 from avlips.pipelines.beam_options import pipeline_options
 from avlips.pipelines.failures import SCHEMA as FAILURE_SCHEMA
@@ -40,7 +41,7 @@ SAMPLE_SCHEMA = pa.schema([
 ])
 
 
-class PerturbInputError(ValueError):
+class PerturbInputError(AvlipsInputError, ValueError):
     """The stage cannot run: no clean shards for a split, a gap in their numbering, or a bad setting."""
 
 

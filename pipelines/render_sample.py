@@ -4,13 +4,14 @@ from __future__ import annotations
 import braceexpand
 import cv2
 
+from avlips.errors import AvlipsInputError
 from avlips.media.render import render_sample
 from avlips.media.sample import WindowSample
 from avlips.pipelines import storage
 from avlips.pipelines.shards import iter_tar_samples
 
 
-class SampleNotFound(LookupError):
+class SampleNotFound(AvlipsInputError, LookupError):
     """No shard holds the requested key."""
 
 

@@ -13,6 +13,8 @@ import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from avlips.errors import AvlipsInputError
+
 LABEL_DIRS = {"0_real": 0, "1_fake": 1, "real": 0, "fake": 1}
 # Sidecar and metadata files that sit beside videos and are not clips themselves.
 NOT_CLIPS = {".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus", ".txt", ".md", ".json", ".csv",
@@ -40,7 +42,7 @@ class Candidate:
         return asdict(self)
 
 
-class SourceError(ValueError):
+class SourceError(AvlipsInputError, ValueError):
     """A source specification cannot be used at all (unknown kind, missing root)."""
 
 

@@ -44,6 +44,7 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from avlips.errors import AvlipsInputError
 from avlips.generators.base import IMAGE
 from avlips.generators.registry_cli import STAGE_KEYS as GENERATOR_STAGE_KEYS
 from avlips.pipelines import storage
@@ -75,7 +76,7 @@ _progress = WorkerProgress("synthesize", "fakes", every=10)  # per worker proces
 _generators: dict[str, Any] = {}  # per worker process: loaded generator (or the error that stopped it), by spec
 
 
-class SynthesizeInputError(ValueError):
+class SynthesizeInputError(AvlipsInputError, ValueError):
     """The stage cannot run at all: bad settings, or a manifest missing or lacking columns."""
 
 

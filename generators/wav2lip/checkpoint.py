@@ -9,13 +9,14 @@ import torch
 from torch import Tensor
 
 from .network import Wav2Lip
+from avlips.errors import AvlipsInputError
 
 __all__ = ["CheckpointMismatchError", "extract_state_dict", "check_state_dict", "load_wav2lip"]
 
 _PREFIX = "module."  # added by nn.DataParallel, which the released checkpoints were trained under
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(AvlipsInputError, ValueError):
     """A checkpoint's keys or shapes do not match the Wav2Lip network."""
 
 

@@ -154,7 +154,7 @@ def test_module_entry_point_reads_paths_and_globs_from_a_params_file_like_the_re
                  model=str(tmp_path / "m.pt"), metrics=str(tmp_path / "metrics.json"))
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"seed": 3, "train": block}))
-    assert main(["--params", str(params), "-S", "steps=1", "-S", "warmup_steps=0"]) == 0
+    assert main(["--params", str(params), "-S", "train.steps=1", "-S", "train.warmup_steps=0"]) == 0
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["steps"] == 1 and written["val_samples"] == 4
     assert load_checkpoint(tmp_path / "m.pt", restore_rng=False).step == 1
