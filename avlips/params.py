@@ -140,10 +140,14 @@ def _type_name(value: Any) -> str | None:
 
 
 def _checked(key: str, value: Any, current: Any) -> Any:
-    """`value` for `key` when its type matches the key's current value (int for float and null for any allowed)."""
+    """`value` for `key` when its type matches the key's current value.
+
+    An int is a float; a key whose value is null takes any value; null unsets any key (a path
+    such as compose.fakes: none; a stage that needs the key says it is not set).
+    """
     expected = _type_name(current)
     given = _type_name(value)
-    if current is None or expected is None or expected == given:
+    if current is None or value is None or expected is None or expected == given:
         return value
     if expected == "float" and given == "int":
         return float(value)
