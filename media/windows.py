@@ -1,9 +1,10 @@
 """LipFD windows from one video and its audio: the work shared by the compose stage and detect.
 
 Evenly spaced window starts (the reference's spacing, without its uint8 wrap), five consecutive
-frames each (face-centred crops, or whole frames for already-centred sources), and the mel columns
-of the same span, as WindowSample objects. A window that cannot be made is a WindowFailure; a
-video that cannot be used at all raises a MediaError.
+frames each (face-centred crops, or whole frames for already-centred sources), the mel columns
+of the same span and the span's 16 kHz audio with context either side (for an offset search), as
+WindowSample objects. A window that cannot be made is a WindowFailure; a video that cannot be used
+at all raises a MediaError.
 """
 from __future__ import annotations
 
@@ -31,6 +32,12 @@ class WindowConfig:
     duration_tolerance_s: float = 0.1  # audio/video lengths this close use the reference's ratio mapping
     silence_dbfs: float = -60.0
     mel: MelConfig = field(default_factory=MelConfig)
+    # Seconds of audio kept either side of each window (audio.npy, for an offset search); None: no audio field.
+    audio_context_s: float | None = 0.6
+
+
+# The rate of the samples' audio field (media/sample.py): what lip-sync experts and codecs expect.
+AUDIO_RATE = 16000
 
 
 @dataclass(frozen=True)
@@ -89,8 +96,13 @@ def iter_windows(video_path: str, audio_path: str, keys: list[str], config: Wind
             mel = stream_mel(iter_audio(audio_path, config.mel.sample_rate), config.mel,
                              (c for first, last in wanted for c in range(first, last)))
         db_min, db_max = mel.db_range()
+        # The same audio as the mel's (the denoised track when there is one), at 16 kHz, in a second pass:
+        # the mel's pass runs at its own rate.
+        contexts = (window_audio(audio_path, spans, config.audio_context_s)
+                    if config.audio_context_s is not None else [(None, None)] * len(spans))
         reader.will_read(s + i for s in starts for i in range(config.window_len))
-        for window, (start, (start_time, end_time), span_columns) in enumerate(zip(starts, spans, columns)):
+        for window, (start, (start_time, end_time), span_columns, (audio, placement)) in enumerate(
+                zip(starts, spans, columns, contexts)):
             key = keys[window]
             indices = list(range(start, start + config.window_len))
             try:
@@ -109,7 +121,44 @@ def iter_windows(video_path: str, audio_path: str, keys: list[str], config: Wind
                 "mel": asdict(config.mel), "crop": "face" if box is not None else "full", "face_box": box,
                 "perturbation": {"type": "none", "level": 0},
             }
-            yield WindowSample(key, crops, mel.db(first, last), int(label), sample_meta)
+            if placement is not None:
+                sample_meta["audio"] = placement
+            yield WindowSample(key, crops, mel.db(first, last), int(label), sample_meta, audio=audio)
+
+
+def window_audio(audio_path: str, spans: list[tuple[float, float]], context_s: float,
+                 sample_rate: int = AUDIO_RATE) -> list[tuple[np.ndarray, dict]]:
+    """Each window's audio with `context_s` either side, int16 mono, and its placement (json["audio"]).
+
+    A window spans [round(start_time * rate), round(end_time * rate)) of the track, whose sample 0 is
+    shown with the first frame (media.io), the same times as the window's frames. Context the clip's
+    start or end cuts off is left out and counted (cut_before, cut_after), so a detector scores the
+    offsets it has; the window's own span past the audio's end (audio and video lengths differ by less
+    than compose's tolerance) is silence, as a player plays it, and counted as window_padded.
+    One streaming pass keeps only the windows' samples, whatever the clip's length.
+    """
+    context = int(round(context_s * sample_rate))
+    bounds = [(int(round(start * sample_rate)), int(round(end * sample_rate))) for start, end in spans]
+    buffers = [np.zeros(last - first + 2 * context, dtype=np.float32) for first, last in bounds]
+    position = 0
+    for block in iter_audio(audio_path, sample_rate):
+        end = position + block.size
+        for (first, last), buffer in zip(bounds, buffers):
+            low, high = max(first - context, position), min(last + context, end)
+            if low < high:
+                buffer[low - (first - context):high - (first - context)] = block[low - position:high - position]
+        position = end
+    out = []
+    for (first, last), buffer in zip(bounds, buffers):
+        cut_before = min(context, max(0, context - first))
+        cut_after = min(context, max(0, last + context - position))
+        kept = buffer[cut_before:len(buffer) - cut_after]
+        pcm = np.clip(np.round(kept * 32767.0), -32768, 32767).astype(np.int16)
+        out.append((pcm, {"sample_rate": sample_rate, "context_s": float(context_s),
+                          "window_start": context - cut_before, "window_samples": last - first,
+                          "cut_before": cut_before, "cut_after": cut_after,
+                          "window_padded": min(last - first, max(0, last - position))}))
+    return out
 
 
 def _window_span(reader: FrameReader, start: int, window_len: int, step: float) -> tuple[float, float]:

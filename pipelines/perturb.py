@@ -158,8 +158,9 @@ def perturb_sample(key: str, members: dict[str, bytes], name: str, levels: tuple
             frames = perturbation.apply(sample.frames, level, seed, sample=key)
             info = {"type": name, "level": level, "params": perturbation.params(level), "seed": seed}
             new_meta = {**meta, "key": new_key, "clean_key": key, "perturbation": info}
-            encoded = WindowSample(new_key, frames, sample.mel_db, sample.label, new_meta).encode(
-                fmt, config.jpeg_quality)
+            # Video perturbations leave the sound as it was: the audio field goes through unchanged.
+            encoded = WindowSample(new_key, frames, sample.mel_db, sample.label, new_meta,
+                                   audio=sample.audio).encode(fmt, config.jpeg_quality)
             row = {"key": new_key, "clean_key": key, "split": meta.get("split", ""), "label": int(sample.label),
                    "clip": meta.get("clip", ""), "identity": meta.get("identity", ""),
                    "generator": meta.get("generator", ""), "window": meta.get("window"), "type": name,

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from avlips.media import io
-from avlips.media.sample import WindowSample
+from avlips.media.sample import AUDIO_CONTEXT_KEYS, WindowSample
 from avlips.media.synthetic import make_persona, render_talking_clip, speech_like_audio
 from avlips.media.windows import window_starts
 from avlips.pipelines.compose import run_compose
@@ -123,6 +123,9 @@ def test_samples_hold_the_contracted_fields(tmp_path, talking_clips):
         assert meta["clip"] == "c0" and meta["identity"] == "a" and len(meta["frame_indices"]) == 5
         assert meta["perturbation"] == {"type": "none", "level": 0}
         assert meta["end_time"] > meta["start_time"] and meta["fps"] == pytest.approx(25.0)
+        assert set(AUDIO_CONTEXT_KEYS) <= set(meta["audio"]) and sample.audio.dtype == np.int16
+        assert len(sample.audio) == (2 * 9600 + meta["audio"]["window_samples"] - meta["audio"]["cut_before"]
+                                     - meta["audio"]["cut_after"])
 
 
 def _shard_bytes(directory: Path) -> dict[str, bytes]:
@@ -300,3 +303,48 @@ def test_dask_cluster_gives_the_same_bytes(tmp_path, talking_clips):
         run_compose(str(tmp_path / "dask"), params, runner="DaskRunner",
                     beam_args=(f"--dask_client_address={cluster.scheduler_address}",))
     assert _shard_bytes(tmp_path / "dask") == _shard_bytes(tmp_path / "local")
+
+
+def test_each_window_stores_its_audio_with_context_at_the_frames_times(tmp_path):
+    """audio.npy: the window's span of the (denoised) 16 kHz track plus 0.6 s either side, cut where the clip is."""
+    rate, fps, frames = 16000, 25, 40  # 1.6 s; windows start at frames 0, 11, 22, 34
+    video = tmp_path / "clicks.mp4"
+    io.write_video(video, gradient_frames(frames, 64, 64), fps)
+    track = tone(frames / fps, rate, freq=300.0) * 0.1
+    click = int(0.7 * rate)  # one loud sample at 0.7 s
+    track[click] = 0.9
+    wav = tmp_path / "clicks.wav"
+    io.write_wav(wav, track, rate)
+    run_compose(str(tmp_path / "s"), _params(tmp_path, [{**_clip_row("k", video, "k"), "audio_path": str(wav)}]))
+    found = sorted((WindowSample.decode(k, m) for t in sorted((tmp_path / "s").glob("*.tar"))
+                    for k, m in iter_tar_samples(t.read_bytes())), key=lambda s: s.meta["window"])
+    assert [s.meta["frame_indices"][0] for s in found] == [0, 11, 22, 34]
+    context = int(0.6 * rate)
+    for sample in found:
+        place, audio = sample.meta["audio"], sample.audio
+        assert audio is not None and audio.dtype == np.int16
+        first, last = round(sample.meta["start_time"] * rate), round(sample.meta["end_time"] * rate)
+        assert first == round(sample.meta["frame_indices"][0] / fps * rate)
+        assert place["sample_rate"] == rate and place["context_s"] == pytest.approx(0.6)
+        assert place["window_samples"] == last - first == 5 * rate // fps
+        # The clip's start and end cut the context; what is kept is exactly the track's samples.
+        assert place["cut_before"] == max(0, context - first)
+        assert place["cut_after"] == max(0, last + context - len(track))
+        assert place["window_start"] == context - place["cut_before"]
+        assert len(audio) == 2 * context + (last - first) - place["cut_before"] - place["cut_after"]
+        begin = first - place["window_start"]
+        expected = np.round(track[begin:begin + len(audio)] * 32767).astype(np.int16)
+        assert np.abs(audio.astype(int) - expected).max() <= 1
+        if begin <= click < begin + len(audio):
+            assert int(np.argmax(np.abs(audio))) == click - begin == place["window_start"] + click - first
+        else:
+            assert np.abs(audio).max() < 0.2 * 32767
+    assert found[0].meta["audio"]["cut_before"] == context and found[0].meta["audio"]["cut_after"] == 0
+    assert found[-1].meta["audio"]["cut_after"] == context - (len(track) - round(1.56 * rate))  # 8960
+
+
+def test_no_audio_field_when_the_context_is_switched_off(tmp_path, talking_clips):
+    run_compose(str(tmp_path / "s"), _params(tmp_path, [_clip_row("c0", talking_clips[0], "a")], audio_context_s=None))
+    for tar in sorted((tmp_path / "s").glob("*.tar")):
+        for key, members in iter_tar_samples(tar.read_bytes()):
+            assert "audio.npy" not in members and WindowSample.decode(key, members).audio is None

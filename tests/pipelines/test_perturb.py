@@ -81,7 +81,8 @@ def test_grid_of_shards_keys_and_metadata(clean, jpg_run):
                 assert sorted(got) == sorted(perturbed_key(k, name, level) for k in _read(clean / tar))
                 for key, members in got.items():
                     ext = "png" if name == "gaussian_noise" else "jpg"  # noise is kept lossless
-                    assert sorted(members) == ["cls", *(f"f{i}.{ext}" for i in range(5)), "json", "mel.npy"]
+                    assert sorted(members) == ["audio.npy", "cls", *(f"f{i}.{ext}" for i in range(5)), "json",
+                                               "mel.npy"]
                     meta = json.loads(members["json"])
                     clean_key = meta["clean_key"]
                     original = clean_samples[clean_key]
@@ -93,6 +94,8 @@ def test_grid_of_shards_keys_and_metadata(clean, jpg_run):
                     assert {k: v for k, v in meta.items() if k not in ("key", "clean_key", "perturbation")} == \
                         {k: v for k, v in clean_meta.items() if k not in ("key", "perturbation")}
                     assert members["mel.npy"] == original["mel.npy"] and members["cls"] == original["cls"]
+                    # Video perturbations leave the sound alone: the audio goes through byte for byte.
+                    assert members["audio.npy"] == original["audio.npy"]
             manifest = pd.read_parquet(cell / "samples.parquet")
             assert len(manifest) == 8 and set(manifest["type"]) == {name} and set(manifest["level"]) == {level}
             assert pd.read_parquet(cell / "failures.parquet").empty
