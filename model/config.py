@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping
+
+from avlips.config import config_from_dict
 
 from .lipfd import INPUT_MODES, LipFDConfig
 from .loader import LoaderConfig
@@ -71,21 +73,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
-        """A config from a flat dict; unknown keys are an error (a typo must not pass silently)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown train keys: {unknown}; known: {sorted(known)}")
-        data = dict(data)
-        for f in fields(cls):
-            # YAML reads 1e-3 as a string; coerce numbers to the field's type.
-            if f.name in data and isinstance(f.default, float) and not isinstance(data[f.name], bool):
-                data[f.name] = float(data[f.name])
-            elif f.name in data and type(f.default) is int and not isinstance(data[f.name], bool):
-                data[f.name] = int(data[f.name])
-        if "betas" in data:
-            data["betas"] = tuple(float(b) for b in data["betas"])
-        return cls(**data)
+        """A config from a flat dict; an unknown key or a mistyped value is a ParamsError (a typo must not pass)."""
+        return config_from_dict(cls, data, "train")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data copy (lists for tuples), storable in a checkpoint."""

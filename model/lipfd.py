@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping, NamedTuple
 
 import torch
 from torch import nn
+
+from avlips.config import config_from_dict
 
 from .resnet import RESNETS, ResNet, build_resnet
 from .vit import VIT_CONFIGS, VisionTransformer, build_vit
@@ -50,12 +52,8 @@ class LipFDConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "LipFDConfig":
-        """Rebuild a config from `to_dict` output; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown LipFDConfig keys: {unknown}")
-        return cls(**dict(data))
+        """Rebuild a config from `to_dict` output; an unknown key or a mistyped value is a ParamsError."""
+        return config_from_dict(cls, data, "LipFDConfig")
 
 
 class LipFDOutput(NamedTuple):

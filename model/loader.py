@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from avlips.config import config_from_dict
 from avlips.media import render as media_render
 from avlips.media.render import render_sample
 from avlips.media.sample import SampleError, WindowSample
@@ -97,12 +98,8 @@ class LoaderConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "LoaderConfig":
-        """A config from a dict; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown loader keys: {unknown}")
-        return cls(**dict(data))
+        """A config from a dict; an unknown key or a mistyped value is a ParamsError."""
+        return config_from_dict(cls, data, "loader")
 
 
 @dataclass

@@ -137,7 +137,7 @@ def test_config_round_trip_and_validation() -> None:
         LipFDConfig(backbone="resnet101")
     with pytest.raises(ValueError, match="unknown encoder"):
         LipFDConfig(encoder="vit-h14")
-    with pytest.raises(ValueError, match="unknown LipFDConfig keys"):
+    with pytest.raises(ValueError, match="LipFDConfig: unknown key 'bakbone'"):
         LipFDConfig.from_dict({"encoder": "vit-tiny", "bakbone": "resnet18"})
 
 

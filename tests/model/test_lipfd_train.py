@@ -129,7 +129,7 @@ def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path, shard_spe
 def test_config_from_params_checks_keys_and_coerces_yaml_numbers():
     cfg = TrainConfig.from_params({"seed": 9, "train": {"lr": "1e-3", "steps": 50, "encoder": "vit-tiny"}})
     assert cfg.lr == 1e-3 and cfg.seed == 9 and cfg.steps == 50
-    with pytest.raises(ValueError, match="unknown train keys"):
+    with pytest.raises(ValueError, match="train: unknown key 'learning_rate'"):
         TrainConfig.from_params({"train": {"learning_rate": 1e-3}})
     assert cfg.loader_config("cpu").resize_on == "collate" and cfg.loader_config("cuda").resize_on == "device"
 
