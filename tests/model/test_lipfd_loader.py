@@ -12,9 +12,11 @@ import pytest
 import torch
 
 from avlips.media.render import render_sample
+from avlips.media.render_fast import render_sample_fast
 from avlips.media.sample import WindowSample
-from avlips.model import loader as loader_module
+from avlips.model.composite_inputs import fast_path_available
 from avlips.model.inputs import prepare_inputs
+from avlips.model.loader_process import this_process
 from avlips.model.loader import LipFDStream, LoaderConfig, batch_inputs, composite_inputs, expand_shards, make_loader
 
 # The CPU fast path (numba kernels of torch's bilinear formula) against torch itself: torch's own CPU
@@ -197,7 +199,7 @@ def _composites(count: int, side: int, seed: int) -> np.ndarray:
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("mode", ["reference_compatible", "normalized"])
 def test_cpu_fast_path_equals_prepare_inputs(mode, threads):
-    assert loader_module._fast_available()  # numba is installed here: the fast path must be the one tested
+    assert fast_path_available()  # numba is installed here: the fast path must be the one tested
     composites = _composites(2, 500, seed=threads)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -221,7 +223,7 @@ def test_cpu_fast_path_equals_prepare_inputs(mode, threads):
 def test_composite_inputs_falls_back_to_torch(monkeypatch):
     composites = torch.from_numpy(_composites(1, 64, seed=5))
     cfg = LoaderConfig(crop_size=224)
-    monkeypatch.setitem(loader_module._fast_state, "ok", False)  # as if the first-use check had failed
+    monkeypatch.setattr(this_process, "fast_path", False)  # as if the first-use check had failed
     global_input, crops = composite_inputs(composites, cfg, "cpu")
     expected = prepare_inputs(composites)
     torch.testing.assert_close(global_input, expected.global_input, rtol=0, atol=0)
@@ -235,7 +237,7 @@ def test_loader_render_equals_media_render(side):
         frames = rng.integers(0, 256, (5, *side, 3), dtype=np.uint8)
         sample = WindowSample("k", frames, rng.normal(-40, 10, (128, 7)).astype(np.float32), 1,
                               {"mel_db_min": span[0], "mel_db_max": span[1]})
-        assert np.array_equal(loader_module._render(sample), render_sample(sample))
+        assert np.array_equal(render_sample_fast(sample), render_sample(sample))
 
 
 def test_worker_batches_kept_by_the_trainer_are_never_overwritten(tmp_path):
@@ -315,7 +317,7 @@ def test_spawned_workers_where_there_is_no_forkserver_give_the_same_batches(tmp_
     write_shards(tmp_path, shards=2, per_shard=4)
     spec = str(tmp_path / "train-{000000..000001}.tar")
     expected = {b.keys[0]: b for b in make_loader(spec, _one_pass(batch_size=2, crop_size=32))}
-    monkeypatch.setattr(loader_module, "_worker_context", lambda: multiprocessing.get_context("spawn"))
+    monkeypatch.setattr(this_process, "worker_context", lambda: multiprocessing.get_context("spawn"))
     kept = list(make_loader(spec, _one_pass(batch_size=2, crop_size=32, num_workers=2)))
     assert sorted(b.keys[0] for b in kept) == sorted(expected)
     for batch in kept:
