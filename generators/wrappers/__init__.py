@@ -1,4 +1,5 @@
-"""Wrappers that run the research checkouts of Wav2Lip, TalkLip, SadTalker and MakeItTalk as generators."""
+"""Wrappers that run research checkouts (Wav2Lip, TalkLip, SadTalker, MakeItTalk, LatentSync, MuseTalk,
+VideoRetalking, IP_LAP) as generators."""
 from __future__ import annotations
 
 import importlib
@@ -11,6 +12,10 @@ _EXPORTS = {
     "TalkLip": "talklip",
     "SadTalker": "sadtalker",
     "MakeItTalk": "makeittalk",
+    "LatentSync": "latentsync",
+    "MuseTalk": "musetalk",
+    "VideoRetalking": "videoretalking",
+    "IPLAP": "ip_lap",
 }
 
 __all__ = list(_EXPORTS)

@@ -9,10 +9,13 @@ output is found, checked (decodable, duration close to the driving audio), post-
 needed and muxed with the driving audio to the requested path, which is written under a temporary
 name and renamed, so a failed job never leaves a half-written fake behind.
 
-Overlays: a checkout that writes fixed scratch paths (Wav2Lip's `temp/`, MakeItTalk's `examples/`)
-is run in a directory of symlinks to the checkout's top-level entries, with the colliding entries
-replaced by fresh private directories; the script sees its whole checkout, two jobs never share
-scratch, and the checkout itself is never written to.
+Overlays: a checkout that writes fixed scratch paths (Wav2Lip's, LatentSync's and VideoRetalking's
+`temp/`, MakeItTalk's `examples/` and `out.mp4`, IP_LAP's `tempfile_of_<name>/`) is run in a directory
+of symlinks to the checkout's top-level entries, with the colliding entries replaced by fresh private
+directories (or left out, for files the script creates); the script sees its whole checkout, two jobs
+never share scratch, and the checkout itself is never written to. Files the script reads at run time
+besides its checkpoints (runtime_files) are checked before any job, so a missing one makes the wrapper
+not ready instead of failing every fake.
 """
 from __future__ import annotations
 
@@ -40,7 +43,10 @@ from avlips.generators.base import (
     Target,
 )
 from avlips.media.errors import MediaError
-from avlips.media.io import VideoInfo, ffmpeg_exe, mux_audio, probe, read_audio, write_wav
+from avlips.media.audio_decode import read_audio
+from avlips.media.encode import mux_audio, write_wav
+from avlips.media.ffmpeg_binary import ffmpeg_exe
+from avlips.media.probe import VideoInfo, probe
 
 AUDIO_RATE = 16000  # every wrapped script expects (or resamples to) 16 kHz mono speech
 TAIL_LINES = 20  # lines of the script's stderr quoted in a GeneratorError
@@ -50,8 +56,8 @@ _SCRUBBED_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "PY
 
 # How a per-job option maps to the script's command line: a flag without value, one value, several.
 FLAG, VALUE, VALUES = "flag", "value", "values"
-# Per-job keys the synthesize stage sends to every generator; none of the scripts has a flag for them,
-# so they are recorded in provenance and not passed (the scripts are run as published).
+# Per-job keys the synthesize stage sends to every generator: recorded in provenance, never turned into
+# option flags (a wrapper whose script takes a seed, like LatentSync's, passes it in its command()).
 PIPELINE_KEYS = ("seed",)
 
 
@@ -108,6 +114,18 @@ class ExternalCheckoutGenerator(LipGenerator):
         """(label, path) of every checkpoint file or directory the script needs; None = not configured."""
         return []
 
+    def runtime_files(self) -> list[tuple[Path, str]]:
+        """(path, what reads it) of the other files the script loads from its checkout at run time.
+
+        Without them the script would crash mid-job (or download them into the checkout, where
+        parallel jobs race); check() names the first one missing, so no fake is attempted.
+        """
+        return []
+
+    def launch(self) -> list[str]:
+        """How the interpreter starts the script: its path, or `-m module` for one run as a module."""
+        return [self.script]
+
     def prepare(self, job: Job) -> None:
         """Convert the target into what the script reads, and set up the job's workdir contents."""
 
@@ -129,6 +147,11 @@ class ExternalCheckoutGenerator(LipGenerator):
 
     def overlay_private(self) -> tuple[str, ...]:
         """Top-level checkout entries replaced by fresh private directories in the overlay."""
+        return ()
+
+    def overlay_excluded(self) -> tuple[str, ...]:
+        """Top-level names left out of the overlay: files the script creates in its working directory
+        (a leftover of the same name in the checkout would be written through its link)."""
         return ()
 
     # ---- readiness ------------------------------------------------------------------------------
@@ -168,6 +191,9 @@ class ExternalCheckoutGenerator(LipGenerator):
                 return Readiness(False, f"{self.name}: setting {label!r} is not set")
             if not path.exists():
                 return Readiness(False, f"{self.name}: {label} {path} not found")
+        for path, why in self.runtime_files():
+            if not path.exists():
+                return Readiness(False, f"{self.name}: {path} not found ({why})")
         for extra in self.required_files:
             path = self.resolve(extra)
             if path is None or not path.exists():
@@ -191,7 +217,7 @@ class ExternalCheckoutGenerator(LipGenerator):
         try:
             job = self._new_job(scratch, target, driving, params)
             self.prepare(job)
-            args = [*self.interpreter(), self.script, *self.command(job), *option_args, *self.extra_args]
+            args = [*self.interpreter(), *self.launch(), *self.command(job), *option_args, *self.extra_args]
             stderr_tail = self._run(args, job)
             raw = self.find_output(job)
             info = self._validate(raw, job, stderr_tail)
@@ -259,15 +285,19 @@ class ExternalCheckoutGenerator(LipGenerator):
             target = dataclasses.replace(target, path=str(ready))
         workdir = self.checkout.resolve()
         if self.needs_overlay():
-            workdir = make_overlay(self.checkout.resolve(), scratch / "checkout", self.overlay_private())
+            workdir = make_overlay(self.checkout.resolve(), scratch / "checkout", self.overlay_private(),
+                                   self.overlay_excluded())
         return Job(scratch=scratch, workdir=workdir, audio=audio, audio_seconds=len(samples) / AUDIO_RATE,
                    target=target, driving=driving, params=params)
 
-    def _environment(self) -> dict[str, str]:
-        """Our environment minus what would leak our packages into the checkout's interpreter, plus `env`."""
+    def _environment(self, job: Job | None = None) -> dict[str, str]:
+        """Our environment minus what would leak our packages into the checkout's interpreter, plus `env`;
+        for a job, avlips's ffmpeg first on PATH."""
         env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
         env["PYTHONUNBUFFERED"] = "1"  # so the stderr tail is complete when the script dies
         env.update(self.env)
+        if job is not None:
+            env["PATH"] = str(ffmpeg_folder(job.scratch)) + os.pathsep + env.get("PATH", "")
         return env
 
     def _run(self, args: list[str], job: Job) -> str:
@@ -277,7 +307,7 @@ class ExternalCheckoutGenerator(LipGenerator):
         with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
             try:
                 process = subprocess.Popen(args, cwd=str(job.workdir), stdin=subprocess.DEVNULL, stdout=out,
-                                           stderr=err, env=self._environment(), start_new_session=True)
+                                           stderr=err, env=self._environment(job), start_new_session=True)
             except OSError as exc:
                 raise GeneratorError(f"{self.name}: could not start {args[0]}: {exc}") from exc
             try:
@@ -341,16 +371,39 @@ def tail(stderr_path: Path, stdout_path: Path | None = None, lines: int = TAIL_L
     return "(no output on stderr or stdout)"
 
 
-def make_overlay(checkout: Path, overlay: Path, private: Sequence[str]) -> Path:
-    """A directory of symlinks to the checkout's top-level entries; `private` names become fresh empty dirs."""
+def ffmpeg_folder(scratch: Path) -> Path:
+    """A folder in the job's scratch holding only `ffmpeg`, a link to the binary avlips encodes with.
+
+    First on the script's PATH, it serves the scripts' own `ffmpeg` calls (Wav2Lip's and MakeItTalk's
+    audio conversion and final encode): their output bytes then depend on the pinned build too.
+    """
+    folder = scratch / "ffmpeg-bin"
+    if not folder.is_dir():
+        folder.mkdir()
+        os.symlink(ffmpeg_exe(), folder / "ffmpeg")
+    return folder
+
+
+def make_overlay(checkout: Path, overlay: Path, private: Sequence[str], excluded: Sequence[str] = ()) -> Path:
+    """A directory of symlinks to the checkout's top-level entries; `private` names become fresh empty dirs,
+    `excluded` names are left out (the script creates them itself)."""
     overlay.mkdir(parents=True)
     for entry in checkout.iterdir():
-        if entry.name in private:
+        if entry.name in private or entry.name in excluded:
             continue
         os.symlink(entry, overlay / entry.name, target_is_directory=entry.is_dir())
     for name in private:
         (overlay / name).mkdir()
     return overlay
+
+
+def link_input(job: Job, stem: str) -> Path:
+    """The target under a fixed name in the job's inputs (a link), for scripts that name outputs after it."""
+    source = Path(job.target.path).resolve()
+    link = job.scratch / "in" / f"{stem}{source.suffix.lower()}"
+    if link != source:
+        os.symlink(source, link)
+    return link
 
 
 def video_for_script(source: Path, dest: Path, fps: float | None = None, label: str = "wrapper") -> Path:
@@ -359,7 +412,7 @@ def video_for_script(source: Path, dest: Path, fps: float | None = None, label: 
     The checkouts read frames with old OpenCV builds that ignore rotation metadata (a phone clip would be
     processed lying on its side) and encode with H.264 4:2:0, which refuses odd sizes; `fps` converts the
     frame rate too (frames dropped or repeated, no blending). Odd sizes gain one edge row or column, as
-    media.io does for every video it writes.
+    media.encode does for every video it writes.
     """
     try:
         info = probe(source)
@@ -397,7 +450,7 @@ def still_image(target: Target, dest: Path, frame: int = 0, size: int | None = N
         if bgr is None:
             raise GeneratorError(f"target image {source} cannot be read")
     else:
-        from avlips.media.io import read_frames
+        from avlips.media.frames import read_frames
 
         try:
             count = probe(source).frames

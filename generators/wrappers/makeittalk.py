@@ -10,10 +10,21 @@ import numpy as np
 
 from avlips.generators.base import IMAGE
 from avlips.generators.wrappers.base import FLAG, VALUE, ExternalCheckoutGenerator, GeneratorError, Job, still_image
-from avlips.media.io import VideoInfo, frame_times, iter_frames, write_video
+from avlips.media.encode import write_video
+from avlips.media.frames import iter_frames
+from avlips.media.probe import VideoInfo, frame_times
 
 CHECKPOINT_FILES = ("ckpt_autovc.pth", "ckpt_content_branch.pth", "ckpt_speaker_branch.pth", "ckpt_116_i2i_comb.pth")
 JPG_STEM, WAV_STEM = "face", "speech"  # file names inside the job's private examples/
+# Files main_end2end.py reads from its checkout besides the checkpoints (read in its code, 2020 release):
+# the speaker embeddings its audio-to-landmark model opens unconditionally, and three tables under src/.
+SPEAKER_EMBEDDINGS = "examples/dump/emb.pickle"
+SOURCE_TABLES = ("src/dataset/utils/STD_FACE_LANDMARKS.txt", "src/dataset/utils/MEAN_STD_AUTOVC_RETRAIN_MEL_AU.txt",
+                 "src/autovc/retrain_version/obama_emb.txt")
+# examples/dump files the script deletes and rewrites each run: never linked from the checkout.
+REWRITTEN_DUMP_PREFIX = "random_val_"
+# Other examples/ files it reads when present (AutoVC_mel_Convertor('examples') reads its index).
+READ_IF_PRESENT = ("filename_index.txt",)
 
 
 class MakeItTalk(ExternalCheckoutGenerator):
@@ -21,17 +32,21 @@ class MakeItTalk(ExternalCheckoutGenerator):
 
     Settings: `checkout`, `python`, `ckpt_dir` (default `examples/ckpt`; linked into the overlay as
     `examples/ckpt`, where the script's default checkpoint flags point), `checkpoint_files` (names
-    checked in ckpt_dir), `image_size` (the still is centre-cropped and resized to this square,
-    default 256, the size the model works at), `fps` (frame rate of the fake, default 25; 0 keeps
-    the script's 62.5), plus the common ones.
+    checked in ckpt_dir), `speaker_embeddings` (default `examples/dump/emb.pickle`, the file the
+    README has users download; linked into the private `examples/dump/`), `image_size` (the still is
+    centre-cropped and resized to this square, default 256, the size the model works at), `fps`
+    (frame rate of the fake, default 25; 0 keeps the script's 62.5), plus the common ones.
 
-    The script reads the image and every `examples/*.wav`, overwrites those wavs with 16 kHz copies and
-    writes `examples/<jpg>_pred_fls_<wav>_audio_embed.mp4`: three 256x256 panels side by side (input,
-    generated, landmarks) at 62.5 fps. The private `examples/` keeps the checkout's wavs untouched and
-    makes the one mp4 ours. The middle panel is the fake; it is resampled to `fps` by taking, for each
-    output frame, the latest source frame shown at that time (no blending, which would add ghosting
-    MakeItTalk never makes), because every other generator and every real clip is 25 fps and a 62.5 fps
-    fake would be a frame-rate tell for the detector (a window of 5 frames would span 0.08 s, not 0.2 s).
+    The script reads the image and every `examples/*.wav`, overwrites those wavs with 16 kHz copies,
+    reads `examples/dump/emb.pickle` and rewrites `examples/dump/random_val_*.pickle`, renders into
+    `out.mp4` in its working directory and writes `examples/<jpg>_pred_fls_<wav>_audio_embed.mp4`:
+    three 256x256 panels side by side (input, generated, landmarks) at 62.5 fps. The private
+    `examples/` keeps the checkout's wavs untouched, holds links to everything else the script reads
+    there, and makes the one mp4 ours; `out.mp4` is left out of the overlay so each job writes its own.
+    The middle panel is the fake; it is resampled to `fps` by taking, for each output frame, the latest
+    source frame shown at that time (no blending, which would add ghosting MakeItTalk never makes),
+    because every other generator and every real clip is 25 fps and a 62.5 fps fake would be a
+    frame-rate tell for the detector (a window of 5 frames would span 0.08 s, not 0.2 s).
     """
 
     name = "makeittalk"
@@ -52,6 +67,16 @@ class MakeItTalk(ExternalCheckoutGenerator):
             found += [(name, folder / name) for name in names]
         return found
 
+    def speaker_embeddings(self) -> Path:
+        """The downloaded speaker embeddings (emb.pickle)."""
+        return self.resolve(self.settings.get("speaker_embeddings") or SPEAKER_EMBEDDINGS)
+
+    def runtime_files(self) -> list[tuple[Path, str]]:
+        """emb.pickle and the tables under src/ that main_end2end.py loads."""
+        return ([(self.speaker_embeddings(), "the speaker embeddings main_end2end.py loads; download emb.pickle "
+                                             "as MakeItTalk's README says")]
+                + [(self.checkout / name, "a table main_end2end.py loads") for name in SOURCE_TABLES])
+
     def needs_overlay(self) -> bool:
         """The script reads and rewrites every examples/*.wav and writes its output there."""
         return True
@@ -60,16 +85,32 @@ class MakeItTalk(ExternalCheckoutGenerator):
         """A private examples/."""
         return ("examples",)
 
+    def overlay_excluded(self) -> tuple[str, ...]:
+        """The image-to-image step renders into out.mp4 in the working directory (and never removes it)."""
+        return ("out.mp4",)
+
     def prepare(self, job: Job) -> None:
-        """Fill the private examples/: the checkout's subfolders, its own dump/, our jpg and wav."""
+        """Fill the private examples/: the checkout's subfolders and read-only files, a dump/ with its
+        emb.pickle, our jpg and wav."""
         examples = job.workdir / "examples"
         shared = self.checkout.resolve() / "examples"
         if shared.is_dir():
             for entry in shared.iterdir():
-                # Files (other images, wavs, old outputs) stay out: the script would process every wav.
+                # Other files (images, wavs, old outputs and pred_fls_*.txt) stay out: the script processes
+                # every wav and landmark file it finds there and writes over its outputs.
                 if entry.is_dir() and entry.name not in ("ckpt", "dump"):
                     os.symlink(entry, examples / entry.name, target_is_directory=True)
-        (examples / "dump").mkdir()  # the script keeps intermediate landmark files there
+                elif entry.is_file() and entry.name in READ_IF_PRESENT:
+                    os.symlink(entry, examples / entry.name)
+        dump = examples / "dump"  # the script writes its intermediate landmark files here
+        dump.mkdir()
+        if (shared / "dump").is_dir():
+            for entry in (shared / "dump").iterdir():
+                if not entry.name.startswith(REWRITTEN_DUMP_PREFIX):
+                    os.symlink(entry, dump / entry.name, target_is_directory=entry.is_dir())
+        embeddings = dump / "emb.pickle"
+        embeddings.unlink(missing_ok=True)  # the configured file wins over the checkout's
+        os.symlink(self.speaker_embeddings().resolve(), embeddings)
         os.symlink(self.ckpt_dir().resolve(), examples / "ckpt", target_is_directory=True)
         size = int(self.settings.get("image_size") or 256)
         still_image(job.target, examples / f"{JPG_STEM}.jpg", size=size)

@@ -6,6 +6,11 @@ from pathlib import Path
 from avlips.generators.base import VIDEO
 from avlips.generators.wrappers.base import FLAG, VALUE, ExternalCheckoutGenerator, Job, still_image
 
+# Its preprocessing (src/face3d/extract_kp_videos_safe.py) builds facexlib's detector and aligner with
+# model_rootpath='gfpgan/weights', relative to the working directory (the checkout).
+FACE_WEIGHTS = ("alignment_WFLW_4HG.pth", "detection_Resnet50_Final.pth")
+ENHANCER_WEIGHTS = "GFPGANv1.4.pth"
+
 
 class SadTalker(ExternalCheckoutGenerator):
     """Runs `inference.py --driven_audio A --source_image IMG --result_dir DIR --checkpoint_dir C --size N`.
@@ -35,6 +40,19 @@ class SadTalker(ExternalCheckoutGenerator):
             for name in (f"SadTalker_V0.0.2_{self.size()}.safetensors", "mapping_00229-model.pth.tar",
                          "mapping_00109-model.pth.tar"):
                 found.append((name, folder / name))
+        return found
+
+    def runtime_files(self) -> list[tuple[Path, str]]:
+        """The face detection and alignment weights (and GFPGAN's, with --enhancer gfpgan) in gfpgan/weights."""
+        why = ("loaded by facexlib from gfpgan/weights (scripts/download_models.sh fetches it; "
+               "without it facexlib downloads it into the checkout)")
+        found = [(self.checkout / "gfpgan/weights" / name, why) for name in FACE_WEIGHTS]
+        args = self.extra_args
+        if "--enhancer" in args and args[args.index("--enhancer") + 1:][:1] == ["gfpgan"]:
+            weights = self.checkout / "gfpgan/weights" / ENHANCER_WEIGHTS
+            if not weights.exists() and (self.checkout / "checkpoints" / ENHANCER_WEIGHTS).exists():
+                weights = self.checkout / "checkpoints" / ENHANCER_WEIGHTS  # its second place to look
+            found.append((weights, "the GFPGAN weights --enhancer gfpgan loads (else downloaded at run time)"))
         return found
 
     def provenance_params(self, params: dict) -> dict:

@@ -1,13 +1,17 @@
 """TalkLip through its own research checkout (`inf_demo.py`)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from avlips.generators.base import VIDEO
 from avlips.generators.wrappers.base import VALUE, ExternalCheckoutGenerator, Job
-from avlips.media.io import ffmpeg_exe
+from avlips.media.ffmpeg_binary import ffmpeg_exe
 
 TALKLIP_FPS = 25  # the script and its AV-HuBERT front end work at 25 fps
+# inf_demo.py loads the AV-HuBERT task state with torch.load(<path>); the published script names an
+# absolute path on its authors' machine, the checkout ships the file at its root.
+TASK_STATE_LOAD = re.compile(r"""torch\.load\(\s*['"]([^'"]*task_state\.pt)['"]""")
 
 
 class TalkLip(ExternalCheckoutGenerator):
@@ -30,6 +34,26 @@ class TalkLip(ExternalCheckoutGenerator):
         """The TalkLip checkpoint and the AV-HuBERT checkout."""
         return [("checkpoint", self.resolve(self.settings.get("checkpoint"))),
                 ("avhubert_root", self.resolve(self.settings.get("avhubert_root")))]
+
+    def task_state(self) -> Path:
+        """The task_state.pt the checkout's inf_demo.py loads (relative paths from the checkout)."""
+        try:
+            found = TASK_STATE_LOAD.search((self.checkout / self.script).read_text(errors="replace"))
+        except OSError:
+            found = None
+        return self.resolve(found.group(1) if found else "task_state.pt")
+
+    def runtime_files(self) -> list[tuple[Path, str]]:
+        """The encoder config and task state inf_demo.py loads, and the S3FD face detector weights."""
+        state = self.task_state()
+        why = "the AV-HuBERT task state inf_demo.py loads"
+        if not state.is_relative_to(self.checkout):
+            why += ("; the published script names its authors' absolute path: make that line load "
+                    "'task_state.pt' (shipped at the checkout's root)")
+        return [(self.checkout / "config.yaml", "the AV-HuBERT encoder config inf_demo.py loads"),
+                (state, why),
+                (self.checkout / "face_detection/detection/sfd/s3fd.pth",
+                 "the S3FD face detector weights (TalkLip's README: put them there)")]
 
     def prepare(self, job: Job) -> None:
         """The target, already handed over at 25 fps (see target_fps)."""

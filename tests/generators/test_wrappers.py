@@ -18,54 +18,92 @@ import numpy as np
 import pytest
 import soundfile
 
-from avlips.generators.base import IMAGE, VIDEO, DrivingAudio, GeneratorError, GeneratorNotReady, Target, load_generator
+from avlips.generators.base import (IMAGE, VIDEO, DrivingAudio, GeneratorError, GeneratorNotReady, Readiness, Target,
+                                    load_generator)
 from avlips.generators.wrappers.base import ExternalCheckoutGenerator, make_overlay, tail, video_for_script
+from avlips.generators.wrappers.ip_lap import IPLAP
+from avlips.generators.wrappers.latentsync import LatentSync
 from avlips.generators.wrappers.makeittalk import MakeItTalk, _resample_indices
+from avlips.generators.wrappers.musetalk import MuseTalk
 from avlips.generators.wrappers.sadtalker import SadTalker
 from avlips.generators.wrappers.talklip import TalkLip
+from avlips.generators.wrappers.videoretalking import VideoRetalking
 from avlips.generators.wrappers.wav2lip_repo import Wav2LipRepo
 from avlips.media.errors import MediaError
-from avlips.media.io import ffmpeg_exe, probe, read_frames, write_video
+from avlips.media.encode import write_video
+from avlips.media.frames import read_frames
+from avlips.media.probe import probe
+from tests.conftest import pinned_ffmpeg
 
 STANDINS = Path(__file__).parent / "standins"
-KINDS = ("wav2lip_repo", "talklip", "sadtalker", "makeittalk")
-CLASSES = {"wav2lip_repo": Wav2LipRepo, "talklip": TalkLip, "sadtalker": SadTalker, "makeittalk": MakeItTalk}
+NEW_KINDS = ("latentsync", "musetalk", "videoretalking", "ip_lap")  # today's generators
+KINDS = ("wav2lip_repo", "talklip", "sadtalker", "makeittalk", *NEW_KINDS)
+CLASSES = {"wav2lip_repo": Wav2LipRepo, "talklip": TalkLip, "sadtalker": SadTalker, "makeittalk": MakeItTalk,
+           "latentsync": LatentSync, "musetalk": MuseTalk, "videoretalking": VideoRetalking, "ip_lap": IPLAP}
 SCRIPTS = {"wav2lip_repo": ("wav2lip", "inference.py"), "talklip": ("talklip", "inf_demo.py"),
-           "sadtalker": ("sadtalker", "inference.py"), "makeittalk": ("makeittalk", "main_end2end.py")}
-OUT_SIZE = {"wav2lip_repo": (96, 96), "talklip": (96, 96), "sadtalker": (256, 256), "makeittalk": (256, 256)}
+           "sadtalker": ("sadtalker", "inference.py"), "makeittalk": ("makeittalk", "main_end2end.py"),
+           "latentsync": ("latentsync", "scripts/inference.py"), "musetalk": ("musetalk", "scripts/inference.py"),
+           "videoretalking": ("videoretalking", "inference.py"), "ip_lap": ("ip_lap", "inference_single.py")}
+OUT_SIZE = {"wav2lip_repo": (96, 96), "talklip": (96, 96), "sadtalker": (256, 256), "makeittalk": (256, 256),
+            "latentsync": (96, 96), "musetalk": (96, 96), "videoretalking": (96, 96), "ip_lap": (96, 96)}
+# Targets at 30 fps for the scripts that must get (talklip) or make (latentsync, ip_lap) 25 fps themselves.
+TARGET_FPS = {"talklip": 30.0, "latentsync": 30.0, "ip_lap": 30.0}
+# Files each checkout holds as its README lays it out: checkpoints and the files read at run time.
+CHECKOUT_FILES = {
+    "wav2lip_repo": ["checkpoints/wav2lip_gan.pth", "face_detection/detection/sfd/s3fd.pth"],
+    "talklip": ["checkpoints/global_contrastive.pth", "config.yaml", "task_state.pt",
+                "face_detection/detection/sfd/s3fd.pth"],
+    "sadtalker": ["checkpoints/SadTalker_V0.0.2_256.safetensors", "checkpoints/mapping_00229-model.pth.tar",
+                  "checkpoints/mapping_00109-model.pth.tar", "gfpgan/weights/alignment_WFLW_4HG.pth",
+                  "gfpgan/weights/detection_Resnet50_Final.pth"],
+    "makeittalk": ["examples/ckpt/ckpt_autovc.pth", "examples/ckpt/ckpt_content_branch.pth",
+                   "examples/ckpt/ckpt_speaker_branch.pth", "examples/ckpt/ckpt_116_i2i_comb.pth",
+                   "examples/dump/emb.pickle", "src/dataset/utils/STD_FACE_LANDMARKS.txt",
+                   "src/dataset/utils/MEAN_STD_AUTOVC_RETRAIN_MEL_AU.txt", "src/autovc/retrain_version/obama_emb.txt"],
+    "latentsync": ["checkpoints/latentsync_unet.pt", "checkpoints/whisper/tiny.pt", "configs/scheduler_config.json",
+                   "latentsync/utils/mask.png", "checkpoints/auxiliary/models/buffalo_l/det_10g.onnx",
+                   "checkpoints/auxiliary/models/buffalo_l/2d106det.onnx"],
+    "musetalk": ["models/musetalkV15/unet.pth", "models/musetalkV15/musetalk.json", "models/sd-vae/config.json",
+                 "models/whisper/config.json", "models/dwpose/dw-ll_ucoco_384.pth",
+                 "models/face-parse-bisent/79999_iter.pth", "models/face-parse-bisent/resnet18-5c106cde.pth"],
+    "videoretalking": [f"checkpoints/{name}" for name in (
+        "DNet.pt", "LNet.pth", "ENet.pth", "face3d_pretrain_epoch_20.pth", "GPEN-BFR-512.pth", "RetinaFace-R50.pth",
+        "ParseNet-latest.pth", "GFPGANv1.3.pth", "shape_predictor_68_face_landmarks.dat", "expression.mat",
+        "BFM/similarity_Lm3D_all.mat")],
+    "ip_lap": ["test/checkpoints/landmarkgenerator_checkpoint.pth", "test/checkpoints/renderer_checkpoint.pth"],
+}
+LATENTSYNC_CONFIG = "model:\n  cross_attention_dim: 384\ndata:\n  mask_image_path: latentsync/utils/mask.png\n"
 ORANGE, TEAL = (210, 120, 40), (40, 150, 210)  # RGB target colours, one per job
 MOUTH_RGB = (160, 20, 20)  # what the stand-ins draw (standin_media.MOUTH_BGR reversed)
 
 
 def make_checkout(root: Path, kind: str) -> dict:
-    """A stand-in checkout with dummy checkpoints under root; returns the wrapper's settings."""
+    """A stand-in checkout laid out as its README says, with dummy weights, under root; the wrapper's settings.
+
+    Only `checkout` and `python` (plus test limits) are set, except TalkLip's checkpoint and AV-HuBERT
+    checkout, which its README leaves to the user.
+    """
     folder, script = SCRIPTS[kind]
     checkout = root / f"{folder}_checkout"
-    checkout.mkdir(parents=True)
+    (checkout / script).parent.mkdir(parents=True)
     shutil.copy(STANDINS / folder / script, checkout / script)
     shutil.copy(STANDINS / "standin_media.py", checkout / "standin_media.py")
     settings: dict = {"checkout": str(checkout), "python": sys.executable, "timeout_s": 60,
                       "duration_tolerance_s": 0.5, "scratch_dir": str(root)}
-    files: list[str] = []
-    if kind == "wav2lip_repo":
-        files = ["checkpoints/wav2lip_gan.pth", "face_detection/detection/sfd/s3fd.pth"]
-        (checkout / "temp").mkdir()
-    elif kind == "talklip":
-        files = ["checkpoints/global_contrastive.pth"]
-        (root / "av_hubert").mkdir()
-        settings.update(checkpoint="checkpoints/global_contrastive.pth", avhubert_root=str(root / "av_hubert"))
-    elif kind == "sadtalker":
-        files = [f"checkpoints/{n}" for n in ("SadTalker_V0.0.2_256.safetensors", "mapping_00229-model.pth.tar",
-                                              "mapping_00109-model.pth.tar")]
-    else:
-        files = [f"examples/ckpt/{n}" for n in ("ckpt_autovc.pth", "ckpt_content_branch.pth",
-                                                "ckpt_speaker_branch.pth", "ckpt_116_i2i_comb.pth")]
-        (checkout / "examples").mkdir()
-        soundfile.write(str(checkout / "examples" / "M6_04_16k.wav"), _speech(0.5, 44100)[0], 44100)
-        cv2.imwrite(str(checkout / "examples" / "paint_boy.jpg"), np.full((256, 256, 3), 90, np.uint8))
-    for name in files:
+    for name in CHECKOUT_FILES[kind]:
         (checkout / name).parent.mkdir(parents=True, exist_ok=True)
         (checkout / name).write_bytes(b"weights")
+    if kind == "wav2lip_repo":
+        (checkout / "temp").mkdir()
+    elif kind == "talklip":
+        (root / "av_hubert").mkdir()
+        settings.update(checkpoint="checkpoints/global_contrastive.pth", avhubert_root=str(root / "av_hubert"))
+    elif kind == "makeittalk":
+        soundfile.write(str(checkout / "examples" / "M6_04_16k.wav"), _speech(0.5, 44100)[0], 44100)
+        cv2.imwrite(str(checkout / "examples" / "paint_boy.jpg"), np.full((256, 256, 3), 90, np.uint8))
+    elif kind == "latentsync":
+        (checkout / "configs" / "unet").mkdir(parents=True)
+        (checkout / "configs" / "unet" / "stage2_512.yaml").write_text(LATENTSYNC_CONFIG)
     return settings
 
 
@@ -122,8 +160,9 @@ def test_each_wrapper_makes_a_valid_fake_with_the_driving_audio(tmp_path: Path, 
     before = _tree(checkout / "examples")
     generator = load_generator(kind, settings)  # through the entry point, as the pipeline does
     assert isinstance(generator, CLASSES[kind]) and generator.check().ready
-    # TalkLip's target is 30 fps: the wrapper must hand the script 25 fps video (the stand-in refuses others).
-    target, driving = make_inputs(tmp_path, kind, ORANGE, 1.6, "a", fps=30.0 if kind == "talklip" else 25.0)
+    # 30 fps targets: TalkLip's wrapper must hand over 25 fps (its stand-in refuses others); LatentSync and
+    # IP_LAP convert themselves.
+    target, driving = make_inputs(tmp_path, kind, ORANGE, 1.6, "a", fps=TARGET_FPS.get(kind, 25.0))
     params = {"seed": 3}  # what the synthesize stage sends every generator
     if kind == "wav2lip_repo":
         params.update(pads=[0, 5, 0, 0], nosmooth=True)
@@ -154,16 +193,125 @@ def test_two_concurrent_jobs_in_one_checkout_do_not_collide(tmp_path: Path, kind
         assert_fake(out, kind, colour, seconds)  # each job got its own frames and its own length
 
 
+# What an earlier run of each checkout's own demo leaves where its script writes at fixed paths.
+LEFTOVERS = {"wav2lip_repo": ["temp/result.avi"], "latentsync": ["temp/video.mp4"],
+             "makeittalk": ["out.mp4", "examples/dump/random_val_fl.pickle"],
+             "videoretalking": ["temp/face_a.mp4_stablized.npy"], "ip_lap": ["tempfile_of_ip_lap_out/result.avi"],
+             "musetalk": ["results/v15/face_audio.mp4"], "talklip": [], "sadtalker": []}
+
+
+def _checkout_tree(checkout: Path) -> dict[str, bytes | None]:
+    """The checkout's files and folders; Python's bytecode caches, which any import writes, are left out."""
+    return {name: data for name, data in _tree(checkout).items() if "__pycache__" not in name}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_checkout_is_never_written_and_its_leftovers_are_never_read(tmp_path: Path, kind: str) -> None:
+    settings = make_checkout(tmp_path, kind)
+    checkout = Path(settings["checkout"])
+    for name in LEFTOVERS[kind]:
+        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / name).write_bytes(b"left by an earlier run")
+    before = _checkout_tree(checkout)
+    target, driving = make_inputs(tmp_path, kind, TEAL, 1.2, "a")
+    CLASSES[kind](**settings).generate(target, driving, tmp_path / "fake.mp4")
+    assert _checkout_tree(checkout) == before
+    assert_fake(tmp_path / "fake.mp4", kind, TEAL, 1.2)
+
+
+class _LatentSyncInCheckout(LatentSync):
+    def needs_overlay(self) -> bool:
+        return False
+
+
+class _IPLAPInCheckout(IPLAP):
+    def needs_overlay(self) -> bool:
+        return False
+
+
+class _VideoRetalkingInCheckout(VideoRetalking):
+    def needs_overlay(self) -> bool:
+        return False
+
+
+class _MakeItTalkSharingOutMp4(MakeItTalk):
+    def overlay_excluded(self) -> tuple[str, ...]:
+        return ()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,unshielded,written", [
+    ("latentsync", _LatentSyncInCheckout, "temp/video.mp4"),  # whatever --temp_dir says
+    ("ip_lap", _IPLAPInCheckout, "tempfile_of_ip_lap_out/result.avi"),
+    ("videoretalking", _VideoRetalkingInCheckout, "temp/face_a.mp4_stablized.npy"),
+    ("makeittalk", _MakeItTalkSharingOutMp4, "out.mp4"),
+])
+def test_without_its_private_overlay_the_stand_in_writes_into_the_checkout(tmp_path: Path, kind: str,
+                                                                           unshielded, written: str) -> None:
+    """The traps are real in the stand-ins: run in the checkout itself, they write where the real scripts do."""
+    settings = make_checkout(tmp_path, kind)
+    checkout = Path(settings["checkout"])
+    if kind == "makeittalk":
+        (checkout / "out.mp4").write_bytes(b"left by an earlier run")
+    target, driving = make_inputs(tmp_path, kind, TEAL, 1.2, "a")
+    unshielded(**settings).generate(target, driving, tmp_path / "fake.mp4")
+    assert (checkout / written).is_file() and (checkout / written).read_bytes() != b"left by an earlier run"
+
+
+def _same_name_targets(root: Path) -> list[Target]:
+    """Two different videos that share a file name, in two folders."""
+    targets = []
+    for folder, colour in (("day1", ORANGE), ("day2", TEAL)):
+        video = root / folder / "interview.mp4"
+        video.parent.mkdir()
+        write_video(video, (np.full((96, 96, 3), colour, np.uint8) for _ in range(25)), 25.0)
+        targets.append(Target(f"{folder}_interview", str(video), 25.0, 25, 1.0))
+    return targets
+
+
+@pytest.mark.slow
+def test_videoretalking_never_reuses_the_cache_of_another_video_with_the_same_name(tmp_path: Path) -> None:
+    settings = make_checkout(tmp_path, "videoretalking")
+    _, driving = make_inputs(tmp_path, "videoretalking", ORANGE, 1.2, "a")
+    first, second = _same_name_targets(tmp_path)
+    for generator, expected in ((VideoRetalking(**settings), TEAL), (_VideoRetalkingInCheckout(**settings), ORANGE)):
+        generator.generate(first, driving, tmp_path / "first.mp4")
+        generator.generate(second, driving, tmp_path / "second.mp4")
+        # In its own checkout the script takes the first video's cached frames for the second.
+        assert_fake(tmp_path / "second.mp4", "videoretalking", expected, 1.2)
+
+
+@pytest.mark.slow
+def test_latentsync_gets_the_per_fake_seed_and_musetalk_a_one_task_file(tmp_path: Path) -> None:
+    for kind in ("latentsync", "musetalk"):
+        settings = {**make_checkout(tmp_path / kind, kind), "keep_scratch": True}
+        target, driving = make_inputs(tmp_path / kind, kind, ORANGE, 1.2, "a")
+        result = CLASSES[kind](**settings).generate(target, driving, tmp_path / kind / "fake.mp4", {"seed": 4242})
+        assert result.params["seed"] == 4242
+        scratch = next(p for p in (tmp_path / kind).iterdir() if p.name.startswith(f"avlips-{kind}-"))
+        if kind == "latentsync":
+            assert "Initial seed: 4242" in (scratch / "stderr.log").read_text()
+        else:
+            import yaml
+
+            tasks = yaml.safe_load((scratch / "in" / "tasks.yaml").read_text())
+            assert list(tasks) == ["task_0"] and Path(tasks["task_0"]["video_path"]).name == "face.mp4"
+            assert not (scratch / "musetalk" / "face.pkl").exists()  # the cache beside results/ is removed
+
+
 def test_overlay_links_the_checkout_and_keeps_private_dirs_fresh(tmp_path: Path) -> None:
     checkout = tmp_path / "repo"
     (checkout / "temp").mkdir(parents=True)
     (checkout / "temp" / "result.avi").write_bytes(b"old")
     (checkout / "models").mkdir()
     (checkout / "inference.py").write_text("print()")
-    overlay = make_overlay(checkout, tmp_path / "overlay", ("temp",))
+    (checkout / "out.mp4").write_bytes(b"old")
+    overlay = make_overlay(checkout, tmp_path / "overlay", ("temp",), ("out.mp4",))
     assert (overlay / "inference.py").resolve() == (checkout / "inference.py").resolve()
     assert (overlay / "models").is_symlink() and not (overlay / "temp").is_symlink()
     assert list((overlay / "temp").iterdir()) == []
+    assert not (overlay / "out.mp4").exists()  # the script creates its own
 
 
 def test_makeittalk_resamples_by_taking_the_frame_on_screen() -> None:
@@ -173,11 +321,16 @@ def test_makeittalk_resamples_by_taking_the_frame_on_screen() -> None:
 
 
 MISBEHAVIOUR = ([(kind, "fail") for kind in KINDS]
-                + [(kind, mode) for kind in ("wav2lip_repo", "makeittalk") for mode in ("no_output", "broken", "short")]
-                + [("sadtalker", "no_output"), ("talklip", "broken")])
-EXPECTED = {"fail": "exited with code 1", "no_output": "wrote no output", "broken": "is broken", "short": "lasts"}
+                + [(kind, mode) for kind in ("wav2lip_repo", "makeittalk", "ip_lap")
+                   for mode in ("no_output", "broken", "short")]
+                + [("sadtalker", "no_output"), ("talklip", "broken"), ("latentsync", "no_output"),
+                   ("latentsync", "broken"), ("musetalk", "broken"), ("musetalk", "short"),
+                   ("videoretalking", "no_output"), ("videoretalking", "short"),
+                   ("musetalk", "task_error")])  # MuseTalk prints the failed task and exits 0
+EXPECTED = {"fail": "exited with code 1", "no_output": "wrote no output", "broken": "is broken", "short": "lasts",
+            "task_error": "exited with code 0 but its task failed: Error occurred during processing"}
 LAST_STDERR = {"fail": "CUDA out of memory", "no_output": "skipping the output", "broken": "wrote a broken",
-               "short": "stand-in: wrote"}
+               "short": "stand-in: wrote", "task_error": "CUDA out of memory"}
 
 
 @pytest.mark.slow
@@ -214,11 +367,12 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ("sadtalker", *NEW_KINDS))
+def test_timeout_kills_the_whole_process_group(tmp_path: Path, kind: str) -> None:
     pidfile = tmp_path / "child.pid"
-    settings = {**make_checkout(tmp_path, "sadtalker"), "timeout_s": 3}
-    generator = SadTalker(**settings, env={"STANDIN_MODE": "hang", "STANDIN_PIDFILE": str(pidfile)})
-    target, driving = make_inputs(tmp_path, "sadtalker", ORANGE, 1.0, "a")
+    settings = {**make_checkout(tmp_path, kind), "timeout_s": 3}
+    generator = CLASSES[kind](**settings, env={"STANDIN_MODE": "hang", "STANDIN_PIDFILE": str(pidfile)})
+    target, driving = make_inputs(tmp_path, kind, ORANGE, 1.0, "a")
     started = time.monotonic()
     with pytest.raises(GeneratorError, match="timed out after 3 s") as caught:
         generator.generate(target, driving, tmp_path / "fake.mp4")
@@ -249,6 +403,14 @@ def test_check_is_ready_with_everything_in_place(tmp_path: Path, kind: str) -> N
     ("sadtalker", {"checkpoint_dir": "/nonexistent/ckpts"}, "checkpoint_dir /nonexistent/ckpts not found"),
     ("makeittalk", {"ckpt_dir": "/nonexistent/ckpt"}, "ckpt_dir /nonexistent/ckpt not found"),
     ("makeittalk", {"required_files": ["thirdparty/AdaptiveWingLoss/ckpt/WFLW_4HG.pth"]}, "WFLW_4HG.pth not found"),
+    ("makeittalk", {"speaker_embeddings": "/nonexistent/emb.pickle"}, "/nonexistent/emb.pickle not found"),
+    ("sadtalker", {"extra_args": ["--enhancer", "gfpgan"]}, "GFPGANv1.4.pth not found"),
+    ("latentsync", {"unet_config": "configs/unet/stage2.yaml"}, "unet_config"),
+    ("latentsync", {"checkpoint": "/nonexistent/latentsync_unet.pt"}, "checkpoint /nonexistent/latentsync_unet.pt"),
+    ("musetalk", {"unet_model": "models/musetalk/pytorch_model.bin"}, "unet_model"),
+    ("musetalk", {"vae_type": "sd-vae-ft-ema"}, "models/sd-vae-ft-ema not found"),
+    ("videoretalking", {"extra_args": ["--up_face", "angry"]}, "30_net_gen.pth"),
+    ("ip_lap", {"renderer_checkpoint": "/nonexistent/renderer.pth"}, "renderer_checkpoint /nonexistent/renderer.pth"),
 ])
 def test_check_names_the_first_missing_thing(tmp_path: Path, kind: str, change: dict, reason: str) -> None:
     generator = CLASSES[kind](**{**make_checkout(tmp_path, kind), **change})
@@ -259,16 +421,78 @@ def test_check_names_the_first_missing_thing(tmp_path: Path, kind: str, change: 
         generator.generate(target, driving, tmp_path / "fake.mp4")
 
 
-@pytest.mark.parametrize("kind,missing", [
-    ("wav2lip_repo", "inference.py"), ("wav2lip_repo", "face_detection/detection/sfd/s3fd.pth"),
-    ("talklip", "inf_demo.py"), ("sadtalker", "checkpoints/mapping_00109-model.pth.tar"),
-    ("makeittalk", "examples/ckpt/ckpt_autovc.pth"),
-])
-def test_check_reports_a_deleted_script_or_checkpoint(tmp_path: Path, kind: str, missing: str) -> None:
+# Scripts, checkpoints and the other files each script reads from its checkout at run time.
+NEEDED = [("wav2lip_repo", "inference.py"), ("wav2lip_repo", "face_detection/detection/sfd/s3fd.pth"),
+          ("talklip", "inf_demo.py"), ("talklip", "config.yaml"), ("talklip", "task_state.pt"),
+          ("talklip", "face_detection/detection/sfd/s3fd.pth"),
+          ("sadtalker", "checkpoints/mapping_00109-model.pth.tar"),
+          ("sadtalker", "gfpgan/weights/detection_Resnet50_Final.pth"),
+          ("sadtalker", "gfpgan/weights/alignment_WFLW_4HG.pth"),
+          ("makeittalk", "examples/ckpt/ckpt_autovc.pth"), ("makeittalk", "examples/dump/emb.pickle"),
+          ("makeittalk", "src/dataset/utils/MEAN_STD_AUTOVC_RETRAIN_MEL_AU.txt"),
+          ("latentsync", "scripts/inference.py"), ("latentsync", "checkpoints/latentsync_unet.pt"),
+          ("latentsync", "checkpoints/whisper/tiny.pt"), ("latentsync", "configs/scheduler_config.json"),
+          ("latentsync", "latentsync/utils/mask.png"),
+          ("latentsync", "checkpoints/auxiliary/models/buffalo_l/2d106det.onnx"),
+          ("musetalk", "scripts/inference.py"), ("musetalk", "models/musetalkV15/musetalk.json"),
+          ("musetalk", "models/dwpose/dw-ll_ucoco_384.pth"), ("musetalk", "models/face-parse-bisent/79999_iter.pth"),
+          ("videoretalking", "checkpoints/GFPGANv1.3.pth"), ("videoretalking", "checkpoints/expression.mat"),
+          ("videoretalking", "checkpoints/LNet.pth"),
+          ("ip_lap", "test/checkpoints/landmarkgenerator_checkpoint.pth")]
+
+
+@pytest.mark.parametrize("kind,missing", NEEDED)
+def test_check_reports_a_deleted_script_or_needed_file_and_no_fake_is_attempted(tmp_path: Path, kind: str,
+                                                                                missing: str) -> None:
     settings = make_checkout(tmp_path, kind)
     (Path(settings["checkout"]) / missing).unlink()
-    state = CLASSES[kind](**settings).check()
-    assert not state.ready and Path(missing).name in state.reason
+    generator = CLASSES[kind](**settings)
+    state = generator.check()
+    assert not state.ready and kind in state.reason and missing in state.reason
+    target, driving = make_inputs(tmp_path, kind, ORANGE, 0.5, "a")
+    with pytest.raises(GeneratorNotReady, match=Path(missing).name):
+        generator.generate(target, driving, tmp_path / "fake.mp4")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("avlips-")]  # not even scratch was made
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,missing", [(kind, missing) for kind, missing in NEEDED
+                                          if missing != SCRIPTS[kind][1]])
+def test_each_needed_file_is_one_the_stand_in_script_cannot_run_without(tmp_path: Path, kind: str,
+                                                                        missing: str) -> None:
+    """What check() demands is what the script reads: with one file gone, the script itself fails."""
+    settings = make_checkout(tmp_path, kind)
+    (Path(settings["checkout"]) / missing).unlink()
+
+    class Unchecked(CLASSES[kind]):
+        def check(self):
+            return Readiness(True)
+
+    target, driving = make_inputs(tmp_path, kind, ORANGE, 0.8, "a")
+    with pytest.raises(GeneratorError, match="exited with code 1|task failed") as caught:
+        Unchecked(**settings).generate(target, driving, tmp_path / "fake.mp4")
+    assert Path(missing).name in str(caught.value)
+
+
+def test_latentsync_checks_the_whisper_model_its_unet_config_asks_for(tmp_path: Path) -> None:
+    settings = make_checkout(tmp_path, "latentsync")
+    config = Path(settings["checkout"]) / "configs" / "unet" / "stage2_512.yaml"
+    config.write_text(LATENTSYNC_CONFIG.replace("384", "768"))
+    state = LatentSync(**settings).check()
+    assert not state.ready and "checkpoints/whisper/small.pt not found" in state.reason
+    config.write_text(LATENTSYNC_CONFIG.replace("384", "512"))
+    state = LatentSync(**settings).check()
+    assert not state.ready and "cross_attention_dim is 512" in state.reason and str(config) in state.reason
+
+
+def test_talklip_names_the_task_state_path_its_script_loads(tmp_path: Path) -> None:
+    """The published inf_demo.py loads task_state.pt from its authors' absolute path."""
+    settings = make_checkout(tmp_path, "talklip")
+    script = Path(settings["checkout"]) / "inf_demo.py"
+    script.write_text(script.read_text() + "\n# task_pretrain.load_state_dict(torch.load('/home/wjd/Talklip/task_state.pt'))\n")
+    state = TalkLip(**settings).check()
+    assert not state.ready and "/home/wjd/Talklip/task_state.pt not found" in state.reason
+    assert "shipped at the checkout's root" in state.reason
 
 
 def test_interpreter_may_be_relative_to_the_checkout_or_an_argv_prefix(tmp_path: Path) -> None:
@@ -312,7 +536,7 @@ def _phone_clip(root: Path) -> Path:
     for args in (["-f", "lavfi", "-i", "testsrc=size=97x61:rate=25:duration=1", "-pix_fmt", "yuv444p",
                   "-c:v", "libx264", str(stored)],
                  ["-display_rotation", "90", "-i", str(stored), "-c", "copy", str(shown)]):
-        subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", *args], check=True)
+        subprocess.run([pinned_ffmpeg(), "-nostdin", "-loglevel", "error", "-y", *args], check=True)
     return shown
 
 
@@ -347,6 +571,21 @@ def test_wav2lip_repo_makes_a_fake_of_a_rotated_odd_sized_phone_clip(tmp_path: P
     info = probe(out)
     assert (info.width, info.height, info.rotation) == (62, 98, 0)
     assert info.duration == pytest.approx(1.6, abs=0.1)
+
+
+def test_the_scripts_ffmpeg_is_avlips_pinned_one_whatever_path_holds(tmp_path: Path, monkeypatch) -> None:
+    """The research scripts call `ffmpeg` by name (Wav2Lip's audio conversion and final encode): the
+    wrapper puts the binary avlips encodes with first on their PATH, ahead of an old one."""
+    old = tmp_path / "old-bin" / "ffmpeg"
+    old.parent.mkdir()
+    old.write_text("#!/bin/sh\necho 'old ffmpeg' >&2\nexit 1\n")
+    old.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{old.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    settings = make_checkout(tmp_path, "wav2lip_repo")
+    target, driving = make_inputs(tmp_path, "wav2lip_repo", ORANGE, 1.2, "a")
+    out = tmp_path / "fake.mp4"
+    Wav2LipRepo(**settings).generate(target, driving, out)  # the stand-in fails on an ffmpeg that fails
+    assert probe(out).duration == pytest.approx(1.2, abs=0.1)
 
 
 class _FinishFailsHalfway(Wav2LipRepo):

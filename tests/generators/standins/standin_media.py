@@ -49,15 +49,17 @@ def misbehave_early(name: str) -> None:
 
 
 def ffmpeg_exe(preferred: str | None = None) -> str:
-    """An ffmpeg binary: the one named, PATH's, or imageio-ffmpeg's."""
+    """An ffmpeg binary: the one named, else `ffmpeg` on PATH, as the research scripts call it.
+
+    No fallback: the wrapper puts avlips's (pinned) ffmpeg first on the script's PATH, and a stand-in
+    that found none would hide a wrapper that forgot to.
+    """
     if preferred and (os.sep in preferred and os.path.exists(preferred) or shutil.which(preferred)):
         return preferred
     found = shutil.which("ffmpeg")
-    if found:
-        return found
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    if not found:
+        raise SystemExit("stand-in: no ffmpeg on PATH")
+    return found
 
 
 def read_wav(path: str) -> tuple[np.ndarray, int]:
@@ -107,15 +109,36 @@ def talking(faces: list[np.ndarray], samples: np.ndarray, rate: int, fps: float,
         yield frame
 
 
-def encode(path: str, frames, fps: float, audio: str | None = None, ffmpeg: str | None = None) -> None:
-    """Write BGR frames as an H.264 mp4 (with an audio track when given) through ffmpeg."""
+def skip_or_break(path: str) -> bool:
+    """In no_output and broken modes, write nothing or junk at `path` instead of the output; True if so."""
     if mode() == "no_output":
         say("stand-in: skipping the output")
-        return
+        return True
     if mode() == "broken":
         with open(path, "wb") as handle:
             handle.write(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
         say(f"stand-in: wrote a broken {path}")
+        return True
+    return False
+
+
+def mux(video: str, audio: str, path: str, ffmpeg: str | None = None) -> None:
+    """The final step of most scripts: `video` with `audio` to `path` (misbehaving when asked)."""
+    if skip_or_break(path):
+        return
+    subprocess.check_call([ffmpeg_exe(ffmpeg), "-y", "-loglevel", "error", "-i", video, "-i", audio,
+                           "-c:v", "copy", "-c:a", "aac", path])
+    say(f"stand-in: wrote {path}")
+
+
+def encode(path: str, frames, fps: float, audio: str | None = None, ffmpeg: str | None = None,
+           misbehave: bool = True) -> None:
+    """Write BGR frames as an H.264 mp4 (with an audio track when given) through ffmpeg.
+
+    With misbehave (the script's final output), no_output and broken modes apply; intermediate files
+    are written with misbehave=False.
+    """
+    if misbehave and skip_or_break(path):
         return
     frames = iter(frames)
     first = next(frames)

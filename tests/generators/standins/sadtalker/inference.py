@@ -30,6 +30,8 @@ for name in (f"SadTalker_V0.0.2_{args.size}.safetensors", "mapping_00229-model.p
 image = cv2.imread(args.source_image, cv2.IMREAD_COLOR)
 if image is None:
     sys.exit(f"cannot read the source image {args.source_image}")
+for name in ("alignment_WFLW_4HG.pth", "detection_Resnet50_Final.pth"):
+    open(os.path.join("gfpgan/weights", name), "rb").read()  # facexlib, from the working directory
 sm.misbehave_early("sadtalker")
 
 save_dir = os.path.join(args.result_dir, time.strftime("%Y_%m_%d_%H.%M.%S"))

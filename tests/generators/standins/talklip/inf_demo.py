@@ -21,6 +21,9 @@ if not os.path.isfile(args.ckpt_path):
     sys.exit(f"no checkpoint at {args.ckpt_path}")
 if not os.path.isdir(args.avhubert_root):
     sys.exit(f"no AV-HuBERT checkout at {args.avhubert_root}")
+open("config.yaml").read()  # build_encoder(): the encoder config, then the task state, from the working directory
+open("task_state.pt", "rb").read()
+open("face_detection/detection/sfd/s3fd.pth", "rb").read()
 info = soundfile.info(args.wav_path)
 if info.samplerate != 16000 or info.channels != 1:
     sys.exit(f"TalkLip stand-in: audio must be 16 kHz mono, got {info.samplerate} Hz x {info.channels}")

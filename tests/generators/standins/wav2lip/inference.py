@@ -29,7 +29,7 @@ args = parser.parse_args()
 if not os.path.isfile(args.checkpoint_path):
     sys.exit(f"no checkpoint at {args.checkpoint_path}")
 if not os.path.isfile("face_detection/detection/sfd/s3fd.pth"):
-    sys.exit("S3FD weights missing")
+    sys.exit("S3FD weights missing: face_detection/detection/sfd/s3fd.pth")
 if not os.path.isfile(args.face):
     raise ValueError("--face argument must be a valid path to video/image file")
 sm.misbehave_early("wav2lip")
