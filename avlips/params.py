@@ -21,7 +21,7 @@ from avlips.config import did_you_mean
 from avlips.errors import ParamsError
 
 __all__ = ["DEFAULT_PATH", "DEFAULTS_FILE", "ParamsError", "load_params", "package_defaults", "param",
-           "require", "parse_override", "apply_overrides", "known_keys"]
+           "require", "not_set", "parse_override", "apply_overrides", "known_keys"]
 
 DEFAULT_PATH = "params.yaml"
 DEFAULTS_FILE = Path(__file__).with_name("default_params.yaml")
@@ -95,9 +95,14 @@ def require(params: Mapping, dotted: str, flag: str | None = None) -> Any:
     """The value at a dotted key; a ParamsError saying how to set it when it is absent or null."""
     value = param(params, dotted)
     if value is None:
-        how = f"pass {flag} or " if flag else "pass "
-        raise ParamsError(f"{dotted} is not set: {how}-S {dotted}=... or set it in the params file")
+        raise not_set(dotted, flag)
     return value
+
+
+def not_set(dotted: str, flag: str | None = None) -> ParamsError:
+    """The error for a key a command needs and nobody set, saying how to set it."""
+    how = f"pass {flag} or " if flag else "pass "
+    return ParamsError(f"{dotted} is not set: {how}-S {dotted}=... or set it in the params file")
 
 
 def known_keys(params: Mapping) -> dict[str, Any]:
