@@ -33,3 +33,15 @@ class BadSeed(PerturbationError):
 
 class UnknownPerturbation(PerturbationError):
     """The perturbation type is not in the catalogue."""
+
+
+class BadAudio(PerturbationError):
+    """The audio is not a non-empty mono int16 or float signal with a positive integer sample rate."""
+
+
+class SilentAudio(PerturbationError):
+    """The audio is silent, so a perturbation defined against its level (a noise's SNR) has nothing to act on."""
+
+
+class MissingAudio(PerturbationError):
+    """An audio or call perturbation was asked of a sample that stores no audio (made before audio.npy)."""
