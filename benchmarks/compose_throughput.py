@@ -32,7 +32,9 @@ for _pool in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from avlips.media import io  # noqa: E402
+from avlips.media.audio_decode import read_audio  # noqa: E402
+from avlips.media.encode import write_wav  # noqa: E402
+from avlips.media.ffmpeg_binary import ffmpeg_exe  # noqa: E402
 
 N_WINDOWS, WINDOW_LEN = 10, 5
 
@@ -147,10 +149,10 @@ def _peak_rss_mib() -> int:
 def peak_memory(source: Path, seconds: int, scratch: Path) -> int:
     """Peak RSS in MiB of composing one clip looped to `seconds`, in a fresh process."""
     video = scratch / f"long_{seconds}.mp4"
-    subprocess.run([io.ffmpeg_exe(), "-loglevel", "error", "-y", "-stream_loop", "-1", "-i", str(source),
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-y", "-stream_loop", "-1", "-i", str(source),
                     "-t", str(seconds), "-c", "copy", str(video)], check=True)
     wav = scratch / f"long_{seconds}.wav"
-    io.write_wav(wav, io.read_audio(video, 16000), 16000)
+    write_wav(wav, read_audio(video, 16000), 16000)
     result = subprocess.run([sys.executable, __file__, "--child", str(video), str(wav)], capture_output=True,
                             text=True, check=True)
     return int(result.stdout.strip().splitlines()[-1])
@@ -176,7 +178,7 @@ def main() -> None:
         wavs = []
         for video in videos:
             wav = scratch / f"{video.stem}.wav"
-            io.write_wav(wav, io.read_audio(video, 16000), 16000)
+            write_wav(wav, read_audio(video, 16000), 16000)
             wavs.append(wav)
         # Warm both paths once (numba compiles librosa's kernels on first use).
         (scratch / "warm").mkdir()
@@ -206,10 +208,10 @@ def main() -> None:
         # AVLips-length clips are a few seconds; on longer sources the reference decodes every
         # frame while compose seeks to the windows, so the gap grows with length.
         long_video = scratch / "long_60.mp4"
-        subprocess.run([io.ffmpeg_exe(), "-loglevel", "error", "-y", "-stream_loop", "-1", "-i", str(videos[0]),
+        subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-y", "-stream_loop", "-1", "-i", str(videos[0]),
                         "-t", "60", "-c", "copy", str(long_video)], check=True)
         long_wav = scratch / "long_60.wav"
-        io.write_wav(long_wav, io.read_audio(long_video, 16000), 16000)
+        write_wav(long_wav, read_audio(long_video, 16000), 16000)
         (scratch / "base_long").mkdir()
         (samples, _), _, cpu = _timed(baseline, long_video, long_wav, scratch / "base_long")
         base_long = samples / cpu

@@ -25,7 +25,7 @@ import numpy as np
 
 
 from avlips.media.denoise import DEFAULTS, NOISEREDUCE_DEFAULTS, denoise, si_sdr  # noqa: E402
-from avlips.media.io import read_audio  # noqa: E402
+from avlips.media.audio_decode import read_audio  # noqa: E402
 
 RATE = 16000
 SNRS = (0, 5, 10)

@@ -88,7 +88,9 @@ def mouth_rewrite_table(media: Path, work: Path) -> None:
     from avlips.generators.base import DrivingAudio, Target
     from avlips.generators.mouth_rewrite import MouthRewrite, loudness_at, mouth_activity
     from avlips.media.faces import track_faces
-    from avlips.media.io import iter_frames, probe, read_audio
+    from avlips.media.audio_decode import read_audio
+    from avlips.media.frames import iter_frames
+    from avlips.media.probe import probe
 
     torch.set_num_threads(1)
     header = f"{'clip':42s} {'size':>9s} {'out_s':>5s} {'psnr_out':>8s} {'exact':>5s} {'r_drive':>7s} {'r_orig':>7s} " \
@@ -96,7 +98,7 @@ def mouth_rewrite_table(media: Path, work: Path) -> None:
     # Warm-up (untimed): imports and first-call set-up happen once per worker, not once per fake.
     first = next(iter(PAIRS))
     warm = work / "warm.wav"
-    from avlips.media.io import write_wav
+    from avlips.media.encode import write_wav
 
     write_wav(warm, read_audio(media / "audio" / f"{PAIRS[first]}.wav", 16000)[:16000], 16000)
     MouthRewrite().generate(Target(first, str(media / "video" / f"{first}.mp4"), 25.0, 0, 0.0),
@@ -161,7 +163,9 @@ def wav2lip_speed(media: Path, work: Path) -> None:
     from avlips.generators.base import DrivingAudio, Target
     from avlips.generators.wav2lip.generator import Wav2LipGenerator
     from avlips.generators.wav2lip.network import Wav2Lip
-    from avlips.media.io import probe, read_audio, write_wav
+    from avlips.media.audio_decode import read_audio
+    from avlips.media.encode import write_wav
+    from avlips.media.probe import probe
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -52,7 +52,10 @@ class AudioSwap(LipGenerator):
     def generate(self, target: Target, driving: DrivingAudio, out_path: str | Path,
                  params: dict | None = None) -> GenerationResult:
         """Write the target's video with the driving speech as its only audio track."""
-        from avlips.media.io import iter_frames, mux_audio, probe, read_audio, write_video
+        from avlips.media.audio_decode import read_audio
+        from avlips.media.encode import mux_audio, write_video
+        from avlips.media.frames import iter_frames
+        from avlips.media.probe import probe
 
         started = time.perf_counter()
         run = {"fit": self.fit, "sample_rate": self.sample_rate, **(params or {})}

@@ -542,7 +542,10 @@ class MouthRewrite(LipGenerator):
                  params: dict | None = None) -> GenerationResult:
         """Write the target re-mouthed to the driving audio, with that audio, to out_path."""
         from avlips.media.errors import MediaError, NoAudio
-        from avlips.media.io import iter_frames, probe, read_audio, write_video
+        from avlips.media.audio_decode import read_audio
+        from avlips.media.encode import write_video
+        from avlips.media.frames import iter_frames
+        from avlips.media.probe import probe
 
         started = time.perf_counter()
         o = self._options(params)

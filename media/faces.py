@@ -616,7 +616,8 @@ def _build_track(raw: dict[int, Box], attempted: list[int], count: int, fps: flo
 def track_video(path: str | os.PathLike, detector: FaceDetector | None = None, stride: int = 1,
                 **options: Any) -> FaceTrack:
     """track_faces over a video file's frames, at the file's average frame rate."""
-    from avlips.media.io import iter_frames, probe
+    from avlips.media.frames import iter_frames
+    from avlips.media.probe import probe
 
     info = probe(path)
     return track_faces(iter_frames(path), detector=detector, stride=stride, fps=info.fps or 25.0,

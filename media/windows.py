@@ -16,7 +16,8 @@ import numpy as np
 
 from avlips.media.audio import ClipMel, MelConfig, mel_columns, stream_mel, time_columns, window_columns
 from avlips.media.errors import MediaError, NoFace, TooShort
-from avlips.media.io import FrameReader, iter_audio
+from avlips.media.audio_decode import iter_audio
+from avlips.media.frames import FrameReader
 from avlips.media.sample import WindowSample
 
 
@@ -131,7 +132,7 @@ def window_audio(audio_path: str, spans: list[tuple[float, float]], context_s: f
     """Each window's audio with `context_s` either side, int16 mono, and its placement (json["audio"]).
 
     A window spans [round(start_time * rate), round(end_time * rate)) of the track, whose sample 0 is
-    shown with the first frame (media.io), the same times as the window's frames. Context the clip's
+    shown with the first frame (media.audio_decode), the same times as the window's frames. Context the clip's
     start or end cuts off is left out and counted (cut_before, cut_after), so a detector scores the
     offsets it has; the window's own span past the audio's end (audio and video lengths differ by less
     than compose's tolerance) is silence, as a player plays it, and counted as window_padded.

@@ -37,7 +37,8 @@ class Detection:
 def _face_present(video: str) -> bool:
     """Whether a face shows in the middle frame (decides face crops against whole frames)."""
     from avlips.media.faces import detect_face
-    from avlips.media.io import probe, read_frames
+    from avlips.media.frames import read_frames
+    from avlips.media.probe import probe
 
     info = probe(video)
     return detect_face(read_frames(video, [info.frames // 2])[0]) is not None

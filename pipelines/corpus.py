@@ -11,6 +11,7 @@ import time
 import apache_beam as beam
 import pyarrow as pa
 
+from avlips.media.ffmpeg_binary import configure_ffmpeg
 from avlips.pipelines import storage
 from avlips.pipelines.beam_options import pipeline_options
 from avlips.pipelines.failures import Failure, check_threshold, write_manifest_and_failures
@@ -33,7 +34,8 @@ CLIP_SCHEMA = pa.schema([
 def probe_candidate(candidate: dict, min_frames: int, require_audio: bool) -> dict:
     """A clip row for a usable candidate, or a failure row: {'clip': row} or {'failure': row}."""
     from avlips.media.errors import MediaError, NoAudio, TooShort
-    from avlips.media.io import probe, probe_audio, read_frames
+    from avlips.media.frames import read_frames
+    from avlips.media.probe import probe, probe_audio
 
     path = candidate["path"]
     try:
@@ -71,7 +73,7 @@ def probe_candidate(candidate: dict, min_frames: int, require_audio: bool) -> di
 
 
 def write_manifests(results: list[dict], out_dir: str, seed: int, fractions: dict, method: str,
-                    seconds_started: float) -> dict:
+                    seconds_started: float, ffmpeg: dict | None = None) -> dict:
     """Assign splits, write clips.parquet, failures.parquet and corpus_stats.json; return the stats."""
     clips = sorted((r["clip"] for r in results if "clip" in r), key=lambda row: row["clip_id"])
     failures = [Failure(**r["failure"]) for r in results if "failure" in r]
@@ -92,6 +94,8 @@ def write_manifests(results: list[dict], out_dir: str, seed: int, fractions: dic
     stats = {"stage": STAGE, "inputs": len(results), "clips": len(unique), "failures": len(failures),
              "failures_by_error": by_error, "clips_by_split": dict(sorted(by_split.items())),
              "identities": len(splits)}
+    if ffmpeg is not None:
+        stats["ffmpeg"] = ffmpeg  # the binary (path, version) that encoded the demo clips: their bytes depend on it
     # Seconds are kept out of the stats file so that its bytes depend only on the inputs.
     log.info("corpus written in %.1fs", time.time() - seconds_started)
     storage.write_json(storage.join(out_dir, "corpus_stats.json"), stats)
@@ -103,6 +107,8 @@ def run_corpus(source: str, out_dir: str, params: dict, runner: str = "DirectRun
     """Run the corpus stage and return its stats; raises StageFailed above the failure threshold."""
     started = time.time()
     settings = params.get("corpus", {})
+    # Only the demo source encodes (its synthetic clips); a bad media.ffmpeg stops it before it writes.
+    ffmpeg = configure_ffmpeg(params) if source.partition(":")[0] == "demo" else None
     candidates: list[Candidate] = resolve_source(source, out_dir, params)
     log.info("corpus: %d inputs from %s", len(candidates), source)
     if not candidates:
@@ -120,7 +126,8 @@ def run_corpus(source: str, out_dir: str, params: dict, runner: str = "DirectRun
             | "List" >> beam.Create([c.to_dict() for c in candidates], reshuffle=len(candidates) > 1)
             | "Probe" >> beam.Map(probe_candidate, min_frames, require_audio)
             | "Gather" >> beam.combiners.ToList()
-            | "Write" >> beam.Map(write_manifests, out_dir, seed, fractions, method, started)
+            | "Write" >> beam.Map(write_manifests, out_dir, seed, fractions, method, started,
+                                  ffmpeg.to_dict() if ffmpeg is not None else None)
         )
     stats = storage.read_json(storage.join(out_dir, "corpus_stats.json"))
     log.info("corpus done: inputs=%d clips=%d failures=%d (%s) in %.1fs", stats["inputs"], stats["clips"],

@@ -100,7 +100,7 @@ def denoise_clip(clip: dict, out_dir: str, settings: dict, stage: dict) -> dict:
     from avlips.media.denoise import (check_speech_audio, denoise, rms, settings_hash, settings_json,
                                snr_estimate_db, wav_bytes)
     from avlips.media.errors import MediaError
-    from avlips.media.io import read_audio
+    from avlips.media.audio_decode import read_audio
 
     _progress.start()
     source, kind = _source_of(clip)

@@ -44,7 +44,8 @@ def window_from_shards(source: str, key: str | None = None) -> tuple[np.ndarray,
 def window_from_video(path: str, frame_size: int = 500, crop_scale: float = 1.8) -> tuple[np.ndarray, str]:
     """Five frames from the middle of a video, face-centred (or whole) and resized to frame_size."""
     from avlips.media.faces import crop_square, detect_face, square_crop_box
-    from avlips.media.io import probe, read_frames
+    from avlips.media.frames import read_frames
+    from avlips.media.probe import probe
 
     info = probe(path)
     start = max(0, info.frames // 2 - WINDOW // 2)

@@ -171,7 +171,7 @@ def manifest_candidates(manifest: str) -> list[Candidate]:
 
 def demo_candidates(out_dir: str, settings: dict, seed: int) -> list[Candidate]:
     """Write the synthetic demo clips under `out_dir` (skipping ones already there) and list them."""
-    from avlips.media.io import write_video
+    from avlips.media.encode import write_video
     from avlips.media.synthetic import make_persona, render_talking_clip, speech_like_audio
 
     directory = Path(out_dir)

@@ -47,6 +47,7 @@ from apache_beam.metrics import Metrics
 from avlips.errors import AvlipsInputError
 from avlips.generators.base import IMAGE
 from avlips.generators.registry_cli import STAGE_KEYS as GENERATOR_STAGE_KEYS
+from avlips.media.ffmpeg_binary import configure_ffmpeg, use_ffmpeg
 from avlips.pipelines import storage
 from avlips.pipelines.progress import WorkerProgress
 from avlips.pipelines.beam_options import counter_value, pipeline_options
@@ -282,7 +283,7 @@ def inspect_target(path: str, frames: int, samples: int) -> dict:
     import cv2
 
     from avlips.media.faces import detect_face
-    from avlips.media.io import FrameReader
+    from avlips.media.frames import FrameReader
 
     best_face: tuple[float, int, np.ndarray] | None = None
     best_any: tuple[float, int, np.ndarray] | None = None
@@ -319,7 +320,7 @@ def check_driving(path: str, min_seconds: float, silence_dbfs: float, sample_rat
     from avlips.media.audio import is_silent
     from avlips.media.denoise import SilentAudio
     from avlips.media.errors import TooShort
-    from avlips.media.io import read_audio
+    from avlips.media.audio_decode import read_audio
 
     audio = read_audio(path, sample_rate, mono=True)
     seconds = len(audio) / sample_rate
@@ -330,8 +331,14 @@ def check_driving(path: str, min_seconds: float, silence_dbfs: float, sample_rat
     return seconds
 
 
-def make_fakes(item: dict, out_dir: str, stage: dict, specs: dict[str, dict]) -> list[dict]:
-    """Every planned fake of one target clip: records {'fake': row} or {'failure': row}, with 'generator'."""
+def make_fakes(item: dict, out_dir: str, stage: dict, specs: dict[str, dict],
+               ffmpeg: str | None = None) -> list[dict]:
+    """Every planned fake of one target clip: records {'fake': row} or {'failure': row}, with 'generator'.
+
+    `ffmpeg`: the binary the stage chose (a worker process does not share the stage's choice).
+    """
+    if ffmpeg:
+        use_ffmpeg(ffmpeg)
     _progress.start()
     clip, results, todo = item["clip"], [], []
     for fake in item["fakes"]:
@@ -413,7 +420,7 @@ def _make_one(clip: dict, fake: dict, spec: dict, video: str, facts: dict | None
     import cv2
 
     from avlips.generators.base import DrivingAudio, GeneratorError, Target
-    from avlips.media.io import probe
+    from avlips.media.probe import probe
 
     generator = _generator(spec)
     target_path = video
@@ -462,7 +469,7 @@ def _make_one(clip: dict, fake: dict, spec: dict, video: str, facts: dict | None
 
 
 def write_manifests(results: list[list[dict]], out_dir: str, extra_failures: list[dict], planned: dict[str, int],
-                    specs: list[dict], targets: int) -> dict:
+                    specs: list[dict], targets: int, ffmpeg: dict | None = None) -> dict:
     """Write fakes.parquet, failures.parquet and synthesize_stats.json, sorted; return the stats."""
     records = [record for batch in results for record in batch]
     rows = sorted((r["fake"] for r in records if "fake" in r), key=lambda row: row["fake_id"])
@@ -483,6 +490,8 @@ def write_manifests(results: list[list[dict]], out_dir: str, extra_failures: lis
     stats = {"stage": STAGE, "targets": targets, "inputs": sum(planned.values()), "fakes": len(rows),
              "failures": len(failures), "failures_by_error": by_error,
              "generators": per_generator, "seconds_of_video": round(sum(row["seconds"] for row in rows), 3)}
+    if ffmpeg is not None:
+        stats["ffmpeg"] = ffmpeg  # the binary (path, version) that encodes and muxes: the bytes depend on it
     storage.write_json(storage.join(out_dir, "synthesize_stats.json"), stats)
     return stats
 
@@ -506,6 +515,7 @@ def run_synthesize(out_dir: str, params: dict, runner: str = "DirectRunner", wor
     """
     started = time.time()
     stage, blocks = stage_settings(params)
+    ffmpeg = configure_ffmpeg(params)  # a bad media.ffmpeg stops the stage before it writes anything
     seed = int(params.get("seed", 0))
     clips = _read_manifest(stage["clips"], ("clip_id", "identity", "path", "label", "split", "fps", "frames",
                                             "duration"), "corpus", optional=("centred",))
@@ -528,9 +538,10 @@ def run_synthesize(out_dir: str, params: dict, runner: str = "DirectRunner", wor
         _ = (
             pipeline
             | "Targets" >> beam.Create(items, reshuffle=len(items) > 1)
-            | "Synthesize" >> beam.Map(make_fakes, out_dir, stage, by_name)
+            | "Synthesize" >> beam.Map(make_fakes, out_dir, stage, by_name, ffmpeg.path)
             | "Gather" >> beam.combiners.ToList()
-            | "Write" >> beam.Map(write_manifests, out_dir, [f.to_row() for f in failures], planned, specs, targets)
+            | "Write" >> beam.Map(write_manifests, out_dir, [f.to_row() for f in failures], planned, specs, targets,
+                                  ffmpeg.to_dict())
         )
     stats = storage.read_json(storage.join(out_dir, "synthesize_stats.json"))
     made, reused = counter_value(pipeline.result, STAGE, "made"), counter_value(pipeline.result, STAGE, "reused")

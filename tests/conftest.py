@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,46 @@ def shared_media() -> Path:
     if not (SHARED_MEDIA / "video").is_dir():
         pytest.skip(f"real media not found at {SHARED_MEDIA}")
     return SHARED_MEDIA
+
+
+def pinned_ffmpeg() -> str:
+    """The ffmpeg binary tests shell out to: the one avlips pins, never PATH's.
+
+    A distribution's older ffmpeg first on PATH (Debian 12's 5.1) lacks options the tests use,
+    such as -display_rotation, and would make test media other than what avlips's encoder makes.
+    """
+    from avlips.media.ffmpeg_binary import pinned_path
+
+    return pinned_path()
+
+
+def run_ffmpeg(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """Run the pinned ffmpeg quietly, overwriting outputs; a failure fails the test."""
+    return subprocess.run([pinned_ffmpeg(), "-nostdin", "-loglevel", "error", "-y", *args], check=True, **kwargs)
+
+
+def write_vfr_video(path: Path, durations: list[int]) -> None:
+    """An H.264 mp4 whose frames last the given numbers of 1/30 s ticks (a variable frame rate)."""
+    import fractions
+
+    import av
+
+    frames = gradient_frames(len(durations), 48, 64)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.time_base = fractions.Fraction(1, 30)
+        stream.codec_context.time_base = fractions.Fraction(1, 30)
+        pts = 0
+        for frame_rgb, ticks in zip(frames, durations):
+            frame = av.VideoFrame.from_ndarray(frame_rgb, format="rgb24")
+            frame.pts = pts
+            frame.time_base = fractions.Fraction(1, 30)
+            pts += ticks
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
 
 
 def shared_videos() -> list[Path]:
@@ -53,7 +94,7 @@ def tone(seconds: float, rate: int, freq: float = 440.0, channels: int = 1) -> n
 @pytest.fixture
 def make_video(tmp_path):
     """Factory: write a test video and return its path."""
-    from avlips.media.io import write_video
+    from avlips.media.encode import write_video
 
     def make(name: str = "clip.mp4", n: int = 30, size: tuple[int, int] = (64, 48), fps: float = 25.0,
              audio: bool = True, rate: int = 16000, **kwargs) -> Path:

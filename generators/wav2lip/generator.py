@@ -113,7 +113,10 @@ class Wav2LipGenerator(LipGenerator):
         import torch
 
         from avlips.media.errors import MediaError
-        from avlips.media.io import iter_frames, probe, read_audio, write_video
+        from avlips.media.audio_decode import read_audio
+        from avlips.media.encode import write_video
+        from avlips.media.frames import iter_frames
+        from avlips.media.probe import probe
 
         from .audio import SAMPLE_RATE, mel_chunks, melspectrogram
         from .inference import Wav2LipRunner

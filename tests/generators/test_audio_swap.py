@@ -7,7 +7,10 @@ import pytest
 
 from avlips.generators.audio_swap import AudioSwap, fit_audio
 from avlips.generators.base import VIDEO, DrivingAudio, Target, load_generator
-from avlips.media import io
+from avlips.media.audio_decode import read_audio
+from avlips.media.encode import write_video, write_wav
+from avlips.media.frames import iter_frames
+from avlips.media.probe import probe
 from avlips.media.synthetic import make_persona, speech_like_audio
 from tests.conftest import gradient_frames, tone
 
@@ -15,16 +18,16 @@ RATE, FPS, FRAMES = 16000, 25.0, 50  # a 2 s target
 
 
 def _target(path, codec: str = "libx264") -> Target:
-    io.write_video(path, gradient_frames(FRAMES, 48, 64), FPS, tone(FRAMES / FPS, RATE), RATE, codec=codec)
-    info = io.probe(path)
+    write_video(path, gradient_frames(FRAMES, 48, 64), FPS, tone(FRAMES / FPS, RATE), RATE, codec=codec)
+    info = probe(path)
     return Target(clip_id="t", path=str(path), fps=info.fps, frames=info.frames, duration=info.duration,
                   video_path=str(path))
 
 
 def _driving(path, seconds: float) -> tuple[DrivingAudio, np.ndarray]:
     speech = speech_like_audio(make_persona("other", 5), seconds, RATE, 9)
-    io.write_wav(path, speech, RATE)
-    return DrivingAudio(clip_id="d", path=str(path), duration=seconds), io.read_audio(path, RATE)
+    write_wav(path, speech, RATE)
+    return DrivingAudio(clip_id="d", path=str(path), duration=seconds), read_audio(path, RATE)
 
 
 def _video_packets(path) -> list[bytes]:
@@ -69,13 +72,13 @@ def test_keeps_the_frames_bit_for_bit_and_carries_the_driving_speech(tmp_path, d
 
     # Stream copy: the same H.264 packets, hence the same decoded frames.
     assert _video_packets(out) == _video_packets(target.path)
-    assert np.array_equal(np.stack(list(io.iter_frames(out))), np.stack(list(io.iter_frames(target.path))))
-    info = io.probe(out)
+    assert np.array_equal(np.stack(list(iter_frames(out))), np.stack(list(iter_frames(target.path))))
+    info = probe(out)
     assert (info.frames, info.fps, info.codec, info.audio_codec) == (FRAMES, FPS, "h264", "aac")
     assert (result.frames, result.fps, result.extra["video"]) == (FRAMES, FPS, "copy")
 
     # The audio is the driving speech, fitted to the target's two seconds, not the target's tone.
-    heard = io.read_audio(out, RATE)
+    heard = read_audio(out, RATE)
     expected = fit_audio(speech, int(FRAMES / FPS * RATE), "loop")
     assert abs(len(heard) / RATE - FRAMES / FPS) <= 1024 / RATE  # within one AAC frame
     assert _best_correlation(heard, expected) > 0.9
@@ -95,8 +98,8 @@ def test_other_codecs_are_reencoded_to_h264_at_the_targets_rate(tmp_path):
     target = _target(tmp_path / "target.mp4", codec="libx265")
     driving, _ = _driving(tmp_path / "speech.wav", 2.0)
     result = AudioSwap(fit="pad").generate(target, driving, tmp_path / "fake.mp4")
-    info = io.probe(tmp_path / "fake.mp4")
+    info = probe(tmp_path / "fake.mp4")
     assert (info.codec, info.frames, info.fps, result.extra["video"]) == ("h264", FRAMES, FPS, "h264")
-    ours = np.stack(list(io.iter_frames(tmp_path / "fake.mp4"))).astype(float)
-    theirs = np.stack(list(io.iter_frames(target.path))).astype(float)
+    ours = np.stack(list(iter_frames(tmp_path / "fake.mp4"))).astype(float)
+    theirs = np.stack(list(iter_frames(target.path))).astype(float)
     assert np.abs(ours - theirs).mean() < 3.0

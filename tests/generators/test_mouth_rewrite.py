@@ -9,7 +9,10 @@ from scipy.ndimage import gaussian_filter1d
 
 from avlips.generators.base import DrivingAudio, GeneratorError, Target, load_generator
 from avlips.generators.mouth_rewrite import MouthRewrite, loudness_at, mouth_activity, select_path
-from avlips.media.io import iter_frames, probe, read_audio, write_video, write_wav
+from avlips.media.audio_decode import read_audio
+from avlips.media.encode import write_video, write_wav
+from avlips.media.frames import iter_frames
+from avlips.media.probe import probe
 from avlips.media.synthetic import envelope_at_frames, make_persona, render_talking_clip, speech_like_audio
 
 FPS = 25.0

@@ -12,7 +12,8 @@ import pytest
 
 from avlips.generators.base import IMAGE, discover, list_generators, load_generator
 from avlips.generators.registry_cli import format_generator_table
-from avlips.media import io
+from avlips.media.frames import read_frames
+from avlips.media.probe import probe
 from avlips.pipelines.synthesize import run_synthesize
 
 PLUGIN_SOURCE = Path(__file__).parent / "plugin_example"
@@ -73,15 +74,15 @@ def test_the_stage_runs_the_plugin(installed_plugin, tmp_path):
     assert set(fakes.generator) == {"example_still"} and set(fakes.generator_version) == {"0.1"}
     for fake in fakes.itertuples():
         # A held still of the target at the plugin's own rate, as long as the driving speech.
-        info = io.probe(fake.path)
+        info = probe(fake.path)
         assert info.fps == pytest.approx(20.0) and fake.fps == 20.0 and fake.frames == info.frames
         assert fake.seconds == pytest.approx(clips.loc[fake.driving_clip, "duration"], abs=0.05)
         assert clips.loc[fake.driving_clip, "identity"] != clips.loc[fake.target_clip, "identity"]
-        first, last = io.read_frames(fake.path, [0, info.frames - 1])
+        first, last = read_frames(fake.path, [0, info.frames - 1])
         assert abs(first.astype(float) - last.astype(float)).mean() < 1.0  # held: only coding noise
         # The still comes from the target clip: closer to its own frames than to the driver's.
-        target = io.read_frames(clips.loc[fake.target_clip, "path"], [0])[0].astype(float)
-        driver = io.read_frames(clips.loc[fake.driving_clip, "path"], [0])[0].astype(float)
+        target = read_frames(clips.loc[fake.target_clip, "path"], [0])[0].astype(float)
+        driver = read_frames(clips.loc[fake.driving_clip, "path"], [0])[0].astype(float)
         assert abs(first - target).mean() < abs(first - driver).mean()
     # The plugin is built on the contract alone: generate() got a real still image.
     assert load_generator("example_still").generate.__module__ == "avlips_example_generator"

@@ -11,7 +11,10 @@ from avlips.generators.base import DrivingAudio, GeneratorNotReady, Target, load
 from avlips.generators.wav2lip.audio import chunk_count, melspectrogram
 from avlips.generators.wav2lip.generator import NO_CHECKPOINT, Wav2LipGenerator, output_frame_count
 from avlips.generators.wav2lip.network import Wav2Lip
-from avlips.media.io import iter_frames, probe, read_audio, write_video, write_wav
+from avlips.media.audio_decode import read_audio
+from avlips.media.encode import write_video, write_wav
+from avlips.media.frames import iter_frames
+from avlips.media.probe import probe
 from avlips.media.synthetic import make_persona, render_talking_clip, speech_like_audio
 
 torch.set_num_threads(2)

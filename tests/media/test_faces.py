@@ -38,7 +38,7 @@ def _read_rgb(path: Path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def real_tracks() -> dict[str, tuple[FaceTrack, tuple[int, int]]]:
     """Stride-1 tracks of the real videos, computed once per module (shared by two tests)."""
-    from avlips.media.io import probe
+    from avlips.media.probe import probe
 
     out = {}
     for name in VIDEOS:
@@ -78,7 +78,8 @@ def test_real_video_face_found_and_steady(name: str, real_tracks) -> None:
 @pytest.mark.shared_media
 @pytest.mark.slow
 def test_stride_matches_every_frame_on_real_video(real_tracks) -> None:
-    from avlips.media.io import iter_frames, probe
+    from avlips.media.frames import iter_frames
+    from avlips.media.probe import probe
 
     name = "videoretalking_face_4.mp4"
     assert name in real_tracks

@@ -4,7 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from avlips.media import io, windows
+from avlips.media import windows
+from avlips.media.audio_decode import read_audio
+from avlips.media.encode import write_video, write_wav
+from avlips.media.probe import frame_times, probe
 from avlips.media.audio import clip_mel_db, time_columns, window_columns
 from avlips.media.windows import WindowConfig, WindowFailure, iter_windows
 from tests.conftest import gradient_frames
@@ -21,11 +24,11 @@ def clip(tmp_path_factory):
     """A 4 s video, and wavs as long as it, longer and shorter."""
     root = tmp_path_factory.mktemp("windows")
     video = root / "v.mp4"
-    io.write_video(video, gradient_frames(100, 32, 32), 25)
+    write_video(video, gradient_frames(100, 32, 32), 25)
     wavs = {}
     for name, seconds in (("same", 4.0), ("long", 9.0), ("short", 2.5)):
         wavs[name] = root / f"{name}.wav"
-        io.write_wav(wavs[name], _speech(seconds, seed=len(name)), 16000)
+        write_wav(wavs[name], _speech(seconds, seed=len(name)), 16000)
     return video, wavs
 
 
@@ -38,8 +41,8 @@ def _windows(video, wav, config):
 def test_window_mel_is_the_whole_clips(clip, audio, alignment):
     video, wavs = clip
     config = WindowConfig(frame_size=32)
-    whole = clip_mel_db(io.read_audio(wavs[audio], config.mel.sample_rate), config.mel)
-    frames, times = io.probe(video).frames, io.frame_times(video)
+    whole = clip_mel_db(read_audio(wavs[audio], config.mel.sample_rate), config.mel)
+    frames, times = probe(video).frames, frame_times(video)
     items = _windows(video, wavs[audio], config)
     samples = [i for i in items if not isinstance(i, WindowFailure)]
     assert len(items) == config.n_windows and samples

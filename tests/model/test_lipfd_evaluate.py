@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
-from avlips.media import io
+from avlips.media.audio_decode import read_audio
+from avlips.media.encode import write_video
+from avlips.media.frames import iter_frames
 from avlips.media.errors import NoFace, NotAVideo, TooShort
 from avlips.media.windows import WindowConfig
 from avlips.model.checkpoints import save_checkpoint
@@ -96,15 +98,15 @@ def test_detect_bad_inputs(built, tmp_path):
     (tmp_path / "notes.mp4").write_text("not a video")
     with pytest.raises(NotAVideo):
         detect(str(tmp_path / "notes.mp4"), checkpoint=model, centred=True)
-    frames = np.stack(list(io.iter_frames(clips[0])))
-    io.write_video(tmp_path / "short.mp4", frames[:3], 25, io.read_audio(clips[0])[:2000], 16000)
+    frames = np.stack(list(iter_frames(clips[0])))
+    write_video(tmp_path / "short.mp4", frames[:3], 25, read_audio(clips[0])[:2000], 16000)
     with pytest.raises(TooShort):
         detect(str(tmp_path / "short.mp4"), checkpoint=model, centred=True)
-    io.write_video(tmp_path / "silent_track.mp4", frames, 25)
+    write_video(tmp_path / "silent_track.mp4", frames, 25)
     with pytest.raises(Exception, match="no audio"):
         detect(str(tmp_path / "silent_track.mp4"), checkpoint=model, centred=True)
     grey = np.full((20, 96, 96, 3), 128, np.uint8)
-    io.write_video(tmp_path / "noface.mp4", grey, 25, io.read_audio(clips[0])[:12800], 16000)
+    write_video(tmp_path / "noface.mp4", grey, 25, read_audio(clips[0])[:12800], 16000)
     with pytest.raises(NoFace):
         detect(str(tmp_path / "noface.mp4"), checkpoint=model)
 

@@ -13,7 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from avlips.media import io
+from avlips.media.audio_decode import read_audio
+from avlips.media.encode import write_video, write_wav
+from avlips.media.frames import iter_frames
+from avlips.media.probe import frame_times, probe
 from avlips.media.sample import AUDIO_CONTEXT_KEYS, WindowSample
 from avlips.media.synthetic import make_persona, render_talking_clip, speech_like_audio
 from avlips.media.windows import window_starts
@@ -21,11 +24,11 @@ from avlips.pipelines.compose import run_compose
 from avlips.pipelines.corpus import CLIP_SCHEMA
 from avlips.pipelines.shards import iter_tar_samples
 from avlips.pipelines.storage import write_parquet
-from tests.conftest import gradient_frames, tone
+from tests.conftest import gradient_frames, pinned_ffmpeg, tone
 
 
 def _clip_row(clip_id, path, identity, split="test", label=0, centred=True, audio_path=""):
-    info = io.probe(path)
+    info = probe(path)
     return {"clip_id": clip_id, "identity": identity, "path": str(path), "label": label, "split": split,
             "source": "test", "generator": "", "centred": centred, "fps": info.fps, "nominal_fps": info.nominal_fps,
             "frames": info.frames, "duration": info.duration, "width": info.width, "height": info.height,
@@ -37,7 +40,7 @@ def _clip_row(clip_id, path, identity, split="test", label=0, centred=True, audi
 def _talking(path, seed, seconds=2.0, size=96, fps=25):
     persona = make_persona(f"p{seed}", seed)
     audio = speech_like_audio(persona, seconds, 16000, seed)
-    io.write_video(path, render_talking_clip(persona, audio, 16000, fps, size, seed), fps, audio, 16000)
+    write_video(path, render_talking_clip(persona, audio, 16000, fps, size, seed), fps, audio, 16000)
     return path
 
 
@@ -72,7 +75,7 @@ def _reference_composite(video: Path, audio: Path, start: int) -> np.ndarray:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    frames = list(io.iter_frames(video))
+    frames = list(iter_frames(video))
     signal_, _ = librosa.load(str(audio), sr=22050)
     mel = librosa.feature.melspectrogram(y=signal_, sr=22050)
     mel_db = librosa.power_to_db(mel, ref=np.min)
@@ -91,7 +94,7 @@ def test_render_matches_reference_algorithm(tmp_path, talking_clips):
 
     video = talking_clips[0]
     wav = tmp_path / "speech.wav"
-    io.write_wav(wav, io.read_audio(video, 16000), 16000)
+    write_wav(wav, read_audio(video, 16000), 16000)
     params = _params(tmp_path, [_clip_row("c0", video, "a", audio_path=str(wav))], frame_size=500, n_windows=3)
     run_compose(str(tmp_path / "shards"), params)
     samples = pd.read_parquet(tmp_path / "shards" / "samples.parquet")
@@ -184,26 +187,26 @@ def test_bad_and_awkward_inputs(tmp_path, talking_clips):
     root = tmp_path / "in"
     root.mkdir()
     good = talking_clips[1]
-    frames = np.stack(list(io.iter_frames(good)))
-    audio = io.read_audio(good, 16000)
+    frames = np.stack(list(iter_frames(good)))
+    audio = read_audio(good, 16000)
     cases = {}
-    io.write_video(root / "no_audio.mp4", frames, 25)
+    write_video(root / "no_audio.mp4", frames, 25)
     cases["no_audio"] = ("fail", "NoAudio")
-    io.write_video(root / "short.mp4", frames[:4], 25, audio[:2000], 16000)
+    write_video(root / "short.mp4", frames[:4], 25, audio[:2000], 16000)
     cases["short"] = ("fail", "TooShort")
-    io.write_video(root / "silent.mp4", frames, 25, np.zeros_like(audio), 16000)
+    write_video(root / "silent.mp4", frames, 25, np.zeros_like(audio), 16000)
     cases["silent"] = ("fail", "MediaError")
-    io.write_video(root / "audio_short.mp4", frames, 25, audio[: len(audio) // 2], 16000)
+    write_video(root / "audio_short.mp4", frames, 25, audio[: len(audio) // 2], 16000)
     cases["audio_short"] = ("partial", "TooShort")  # windows past the audio's end fail, the rest compose
-    io.write_video(root / "audio_long.mp4", frames, 25, np.concatenate([audio, audio]), 16000)
+    write_video(root / "audio_long.mp4", frames, 25, np.concatenate([audio, audio]), 16000)
     cases["audio_long"] = ("ok", None)
-    subprocess.run([io.ffmpeg_exe(), "-loglevel", "error", "-display_rotation", "90", "-i", str(good), "-c", "copy",
+    subprocess.run([pinned_ffmpeg(), "-loglevel", "error", "-display_rotation", "90", "-i", str(good), "-c", "copy",
                     str(root / "rotated.mp4")], check=True)
     cases["rotated"] = ("ok", None)
-    io.write_video(root / "hevc.mp4", frames, 25, audio, 16000, codec="libx265")
+    write_video(root / "hevc.mp4", frames, 25, audio, 16000, codec="libx265")
     cases["hevc"] = ("ok", None)
     big = np.stack([cv2.resize(f, (1920, 1080)) for f in frames[:30]])
-    io.write_video(root / "big.mp4", big, 25, audio[: int(30 / 25 * 16000)], 16000, preset="ultrafast")
+    write_video(root / "big.mp4", big, 25, audio[: int(30 / 25 * 16000)], 16000, preset="ultrafast")
     cases["big"] = ("ok", None)
     whole = good.read_bytes()
     (root / "truncated.mp4").write_bytes(whole[: len(whole) // 2])
@@ -277,18 +280,18 @@ def test_a_fake_whose_target_clip_is_gone_is_skipped_not_a_crash(tmp_path, talki
 
 
 def test_variable_frame_rate_windows_use_real_times(tmp_path):
-    from tests.media.test_io import _write_vfr
+    from tests.conftest import write_vfr_video
 
     durations = [1, 2] * 30
     video = tmp_path / "vfr.mp4"
-    _write_vfr(video, durations)
+    write_vfr_video(video, durations)
     seconds = sum(durations) / 30
     wav = tmp_path / "vfr.wav"
-    io.write_wav(wav, tone(seconds, 16000) * np.linspace(0.2, 1, int(seconds * 16000), dtype=np.float32), 16000)
+    write_wav(wav, tone(seconds, 16000) * np.linspace(0.2, 1, int(seconds * 16000), dtype=np.float32), 16000)
     row = {**_clip_row("vfr", video, "v"), "audio_path": str(wav)}
     run_compose(str(tmp_path / "s"), _params(tmp_path, [row]))
     samples = pd.read_parquet(tmp_path / "s" / "samples.parquet").sort_values("window")
-    times = io.frame_times(video)
+    times = frame_times(video)
     for sample in samples.itertuples():
         assert sample.start_time == pytest.approx(times[sample.frame_indices[0]])
 
@@ -309,12 +312,12 @@ def test_each_window_stores_its_audio_with_context_at_the_frames_times(tmp_path)
     """audio.npy: the window's span of the (denoised) 16 kHz track plus 0.6 s either side, cut where the clip is."""
     rate, fps, frames = 16000, 25, 40  # 1.6 s; windows start at frames 0, 11, 22, 34
     video = tmp_path / "clicks.mp4"
-    io.write_video(video, gradient_frames(frames, 64, 64), fps)
+    write_video(video, gradient_frames(frames, 64, 64), fps)
     track = tone(frames / fps, rate, freq=300.0) * 0.1
     click = int(0.7 * rate)  # one loud sample at 0.7 s
     track[click] = 0.9
     wav = tmp_path / "clicks.wav"
-    io.write_wav(wav, track, rate)
+    write_wav(wav, track, rate)
     run_compose(str(tmp_path / "s"), _params(tmp_path, [{**_clip_row("k", video, "k"), "audio_path": str(wav)}]))
     found = sorted((WindowSample.decode(k, m) for t in sorted((tmp_path / "s").glob("*.tar"))
                     for k, m in iter_tar_samples(t.read_bytes())), key=lambda s: s.meta["window"])

@@ -10,12 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from avlips.media import io
+from avlips.media.audio_decode import read_audio
+from avlips.media.encode import write_video, write_wav
+from avlips.media.frames import iter_frames
 from avlips.pipelines.corpus import run_corpus
 from avlips.pipelines.failures import StageFailed
 from avlips.pipelines.sources import SourceError, manifest_candidates
 from avlips.pipelines.splits import assign_splits
-from tests.conftest import gradient_frames, tone
+from tests.conftest import gradient_frames, pinned_ffmpeg, tone
 
 PARAMS = {"seed": 7, "corpus": {"min_frames": 5, "require_audio": True, "max_failure_fraction": 0.9,
                                 "splits": {"train": 0.5, "val": 0.25, "test": 0.25}}}
@@ -23,7 +25,7 @@ PARAMS = {"seed": 7, "corpus": {"min_frames": 5, "require_audio": True, "max_fai
 
 def _video(path, n=20, audio=True, size=(64, 48)):
     path.parent.mkdir(parents=True, exist_ok=True)
-    io.write_video(path, gradient_frames(n, size[1], size[0]), 25, tone(n / 25, 16000) if audio else None)
+    write_video(path, gradient_frames(n, size[1], size[0]), 25, tone(n / 25, 16000) if audio else None)
     return path
 
 
@@ -44,7 +46,7 @@ def messy_folder(tmp_path):
     _video(bad / "silent.mp4", audio=False)
     _video(bad / "short.mp4", n=3)
     (bad / "empty.mp4").write_bytes(b"")
-    subprocess.run([io.ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "color=c=red:s=64x48:r=25",
+    subprocess.run([pinned_ffmpeg(), "-loglevel", "error", "-f", "lavfi", "-i", "color=c=red:s=64x48:r=25",
                     "-frames:v", "0", "-c:v", "libx264", str(bad / "noframes.mp4")], check=True)
     os.symlink(bad / "missing.mp4", bad / "dangling.mp4")
     (bad / "ошибка.mp4").write_bytes(b"\x00" * 100)
@@ -74,6 +76,7 @@ def test_folder_source_records_every_bad_input(messy_folder, tmp_path):
     assert clips.groupby("identity")["split"].nunique().max() == 1
     assert set(clips["split"]) == {"train", "val", "test"}
     assert (clips["frames"] == 20).all() and (clips["audio_source"] == "track").all()
+    assert "ffmpeg" not in stats  # nothing encoded
 
 
 def test_same_inputs_same_bytes_any_worker_count(messy_folder, tmp_path):
@@ -97,7 +100,7 @@ def test_avlips_layout_uses_wav_tree(tmp_path):
     _video(root / "1_fake" / "0.mp4")
     _video(root / "1_fake" / "1.mp4", audio=False)  # audio only in the wav tree
     (root / "wav" / "1_fake").mkdir(parents=True)
-    io.write_wav(root / "wav" / "1_fake" / "1.wav", tone(0.8, 22050), 22050)
+    write_wav(root / "wav" / "1_fake" / "1.wav", tone(0.8, 22050), 22050)
     run_corpus(f"avlips:{root}", str(tmp_path / "c"), PARAMS)
     clips = pd.read_parquet(tmp_path / "c" / "clips.parquet").set_index("identity")
     assert clips.loc["1_fake/1.mp4", "audio_source"] == "sidecar"
@@ -159,14 +162,15 @@ def test_splits_deterministic_and_disjoint():
 def test_demo_corpus_is_deterministic(tmp_path):
     params = {"seed": 5, "corpus": {"splits": {"train": 0.5, "val": 0.25, "test": 0.25}},
               "demo": {"identities": 4, "clips_per_identity": 1, "duration_s": 1.2, "fps": 25, "size": 64}}
-    run_corpus("demo", str(tmp_path / "a"), params)
+    stats = run_corpus("demo", str(tmp_path / "a"), params)
     run_corpus("demo", str(tmp_path / "b"), params)
+    assert stats["ffmpeg"]["path"] == pinned_ffmpeg()  # the binary that encoded the demo clips
     clips = pd.read_parquet(tmp_path / "a" / "clips.parquet")
     assert len(clips) == 4 and set(clips["split"]) == {"train", "val", "test"}
     for name in sorted(os.listdir(tmp_path / "a" / "demo")):
         a, b = tmp_path / "a" / "demo" / name, tmp_path / "b" / "demo" / name
-        assert np.array_equal(np.stack(list(io.iter_frames(a))), np.stack(list(io.iter_frames(b))))
-        assert np.array_equal(io.read_audio(a), io.read_audio(b))
+        assert np.array_equal(np.stack(list(iter_frames(a))), np.stack(list(iter_frames(b))))
+        assert np.array_equal(read_audio(a), read_audio(b))
 
 
 def test_demo_mouth_follows_the_audio(tmp_path):
@@ -176,8 +180,8 @@ def test_demo_mouth_follows_the_audio(tmp_path):
     params = {"seed": 1, "demo": {"identities": 1, "clips_per_identity": 1, "duration_s": 4.0, "size": 96}}
     run_corpus("demo", str(tmp_path / "c"), {**params, "corpus": {"splits": {"train": 1.0}}})
     clip = next((tmp_path / "c" / "demo").glob("*.mp4"))
-    frames = np.stack(list(io.iter_frames(clip))).astype(np.float32)
-    audio = io.read_audio(clip, 16000)
+    frames = np.stack(list(iter_frames(clip))).astype(np.float32)
+    audio = read_audio(clip, 16000)
     loudness = envelope_at_frames(audio, 16000, (np.arange(len(frames)) + 0.5) / 25)
     # The mouth sits in the lower-middle of the frame; open mouths are dark.
     mouth = frames[:, 60:90, 28:68].mean(axis=(1, 2, 3))

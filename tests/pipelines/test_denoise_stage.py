@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import soundfile
 
-from avlips.media import io
+from avlips.media.encode import write_video, write_wav
 from avlips.media.denoise import settings_record
 from avlips.media.synthetic import make_persona, speech_like_audio
 from avlips.pipelines.corpus import run_corpus
@@ -29,7 +29,7 @@ def _speech(seed: int, rate: int = 16000) -> np.ndarray:
 
 def _video(path, audio: np.ndarray | None, rate: int = 16000):
     path.parent.mkdir(parents=True, exist_ok=True)
-    io.write_video(path, gradient_frames(FRAMES, 48, 64), FPS, audio, rate)
+    write_video(path, gradient_frames(FRAMES, 48, 64), FPS, audio, rate)
     return path
 
 
@@ -41,11 +41,11 @@ def clips_parquet(tmp_path_factory) -> str:
     _video(root / "0_real" / "alice" / "a.mp4", _speech(1))
     _video(root / "1_fake" / "alice" / "a.mp4", _speech(2))
     _video(root / "0_real" / "bob" / "b.mp4", None)
-    io.write_wav(root / "0_real" / "bob" / "b.wav", _speech(3, 22050), 22050)  # sidecar, resampled on read
+    write_wav(root / "0_real" / "bob" / "b.wav", _speech(3, 22050), 22050)  # sidecar, resampled on read
     _video(root / "0_real" / "carol" / "silent.mp4", np.zeros(int(FRAMES / FPS * 16000), dtype=np.float32))
     _video(root / "0_real" / "dave" / "mute.mp4", None)  # no audio at all (the corpus lets it through here)
     _video(root / "0_real" / "erin" / "broken.mp4", None)
-    io.write_wav(root / "0_real" / "erin" / "broken.wav", _speech(4), 16000)
+    write_wav(root / "0_real" / "erin" / "broken.wav", _speech(4), 16000)
     run_corpus(f"folder:{root}", str(base / "corpus"), PARAMS)
     # The sidecar breaks after the corpus stage has probed it.
     (root / "0_real" / "erin" / "broken.wav").write_bytes(b"RIFF\x00\x00 not really a wav")
@@ -134,7 +134,7 @@ def test_rerun_skips_finished_clips_and_redoes_changed_settings(clips_parquet, t
     own = run_denoise(str(tmp_path / "clips.parquet"), str(out), PARAMS)
     assert (own["reused"], own["denoised"]) == (2, 1)  # a new source path
     assert run_denoise(str(tmp_path / "clips.parquet"), str(out), PARAMS)["denoised"] == 0
-    io.write_wav(own_wav, _speech(5, 22050)[: 22050], 22050)
+    write_wav(own_wav, _speech(5, 22050)[: 22050], 22050)
     changed_source = run_denoise(str(tmp_path / "clips.parquet"), str(out), PARAMS)
     assert (changed_source["reused"], changed_source["denoised"]) == (2, 1)
 

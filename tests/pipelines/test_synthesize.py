@@ -13,7 +13,9 @@ import pytest
 from avlips.generators import base
 from avlips.generators.audio_swap import AudioSwap
 from avlips.generators.registry_cli import format_generator_table
-from avlips.media import io
+from avlips.media.audio_decode import read_audio
+from avlips.media.encode import write_video, write_wav
+from avlips.media.probe import probe
 from avlips.pipelines.corpus import run_corpus
 from avlips.pipelines.denoise import run_denoise
 from avlips.pipelines.failures import StageFailed
@@ -155,6 +157,38 @@ def test_same_bytes_for_one_or_two_workers_and_reruns_skip_finished_fakes(corpus
     assert _outputs(out) == first
 
 
+def test_the_stats_record_the_ffmpeg_and_worker_processes_encode_with_the_one_named(corpus, tmp_path):
+    from avlips.media.ffmpeg_binary import pinned_path, use_ffmpeg
+
+    out = tmp_path / "fakes"
+    generators = {"audio_swap": {"enabled": True, "splits": ["test"]}}
+    stats = run_synthesize(str(out), _params(corpus, generators))
+    assert stats["ffmpeg"] == {"path": pinned_path(), "version": use_ffmpeg("").version}
+    # A named binary reaches the worker processes: every encode of theirs runs through it.
+    log = tmp_path / "calls.log"
+    named = tmp_path / "tools" / "ffmpeg"
+    named.parent.mkdir()
+    named.write_text(f'#!/bin/sh\necho "$1" >> "{log}"\nexec "{pinned_path()}" "$@"\n')
+    named.chmod(0o755)
+    try:
+        stats = run_synthesize(str(tmp_path / "named"), {**_params(corpus, generators),
+                                                          "media": {"ffmpeg": str(named)}}, workers=2)
+    finally:
+        use_ffmpeg("")
+    assert stats["ffmpeg"]["path"] == str(named) and stats["fakes"] == 4
+    encodes = [line for line in log.read_text().splitlines() if line not in ("-hide_banner",)]
+    assert len(encodes) == stats["fakes"]  # one encode or mux per fake, none with the pinned binary
+
+
+def test_a_bad_media_ffmpeg_stops_the_stage_before_it_writes(corpus, tmp_path):
+    from avlips.media.ffmpeg_binary import FfmpegError
+
+    out = tmp_path / "fakes"
+    with pytest.raises(FfmpegError, match="no such file"):
+        run_synthesize(str(out), {**_params(corpus, {"audio_swap": {}}), "media": {"ffmpeg": str(tmp_path / "no")}})
+    assert not out.exists()
+
+
 def test_a_generator_that_is_not_ready_fails_only_its_own_fakes(corpus, tmp_path, extra_generators):
     out = tmp_path / "fakes"
     generators = {"audio_swap": {}, "never_ready": {"enabled": True}, "not_installed": {"enabled": True}}
@@ -187,16 +221,16 @@ def test_silent_or_short_driving_audio_and_faceless_targets_are_failures(corpus,
     # One test-split identity speaks only silence, one val-split identity only half a second.
     silent_identity = clips[clips.split == "test"].identity.min()
     short_identity = clips[clips.split == "val"].identity.min()
-    io.write_wav(tmp_path / "silent.wav", np.zeros(16000 * 2, dtype=np.float32), 16000)
-    io.write_wav(tmp_path / "short.wav", tone(0.5, 16000), 16000)
+    write_wav(tmp_path / "silent.wav", np.zeros(16000 * 2, dtype=np.float32), 16000)
+    write_wav(tmp_path / "short.wav", tone(0.5, 16000), 16000)
     speaker = audio.clip_id.map(clips.set_index("clip_id").identity)
     audio.loc[speaker == silent_identity, "path"] = str(tmp_path / "silent.wav")
     audio.loc[speaker == short_identity, "path"] = str(tmp_path / "short.wav")
     audio.to_parquet(tmp_path / "audio.parquet")
     # A target with no face at all, in the train split.
     faceless = tmp_path / "faceless.mp4"
-    io.write_video(faceless, gradient_frames(30, 96, 96), 25.0, tone(1.2, 16000), 16000)
-    info = io.probe(faceless)
+    write_video(faceless, gradient_frames(30, 96, 96), 25.0, tone(1.2, 16000), 16000)
+    info = probe(faceless)
     extra = {"clip_id": "faceless-00", "identity": "nobody", "path": str(faceless), "label": 0, "split": "train",
              "fps": info.fps, "frames": info.frames, "duration": info.duration, "centred": False}
     pd.concat([clips[list(extra)], pd.DataFrame([extra])]).to_parquet(tmp_path / "clips.parquet")
@@ -237,13 +271,13 @@ def test_the_still_is_the_sharpest_frame_by_its_face(shared_media, tmp_path):
             frame[:40, :40] = np.random.default_rng(0).integers(0, 255, (40, 40, 3))
         frames.append(frame)
     video = tmp_path / "blurred.mp4"
-    io.write_video(video, frames, 25.0)
+    write_video(video, frames, 25.0)
     facts = inspect_target(str(video), 20, samples=20)
     assert facts["still_index"] == 11 and facts["still_has_face"] and facts["face_fraction"] > 0.9
     assert facts["still"].shape == face.shape
 
     faceless = tmp_path / "faceless.mp4"
-    io.write_video(faceless, gradient_frames(20, 96, 96), 25.0)
+    write_video(faceless, gradient_frames(20, 96, 96), 25.0)
     facts = inspect_target(str(faceless), 20, samples=8)
     assert facts["face_fraction"] == 0.0 and not facts["still_has_face"] and facts["sampled"] == 8
 
@@ -254,8 +288,8 @@ class ThreeFrames(AudioSwap):
     name, version = "three_frames", "1"
 
     def generate(self, target, driving, out_path, params=None):
-        speech = io.read_audio(driving.path, 16000)
-        io.write_video(out_path, gradient_frames(3, 64, 64), 25.0, speech, 16000)
+        speech = read_audio(driving.path, 16000)
+        write_video(out_path, gradient_frames(3, 64, 64), 25.0, speech, 16000)
         return base.GenerationResult(str(out_path), self.name, self.version, {}, 0.0)
 
 
@@ -263,8 +297,8 @@ def test_a_fake_whose_video_is_much_shorter_than_its_audio_is_a_failure(tmp_path
     installed = base.discover()
     monkeypatch.setattr(base, "discover", lambda: {**installed, "three_frames": _Entry(ThreeFrames)})
     target = tmp_path / "target.mp4"
-    io.write_video(target, gradient_frames(30, 64, 64), 25.0, tone(1.2, 16000), 16000)
-    io.write_wav(tmp_path / "driving.wav", tone(2.0, 16000, 300.0), 16000)
+    write_video(target, gradient_frames(30, 64, 64), 25.0, tone(1.2, 16000), 16000)
+    write_wav(tmp_path / "driving.wav", tone(2.0, 16000, 300.0), 16000)
     clip = {"clip_id": "t", "path": str(target), "identity": "a", "split": "test", "fps": 25.0, "frames": 30,
             "duration": 1.2, "centred": True}
     fake = {"fake_id": "t-three_frames-0", "generator": "three_frames", "n": 0, "driving_clip": "d",
@@ -280,7 +314,7 @@ def test_a_fake_whose_video_is_much_shorter_than_its_audio_is_a_failure(tmp_path
 
 def test_inspect_target_samples_the_frames_the_file_has(tmp_path):
     video = tmp_path / "clip.mp4"
-    io.write_video(video, gradient_frames(20, 96, 96), 25.0)
+    write_video(video, gradient_frames(20, 96, 96), 25.0)
     # A manifest count past the end (stale, or estimated from the duration) must not fail the target.
     facts = inspect_target(str(video), 26, samples=8)
     assert facts["sampled"] == 8 and facts["still_index"] <= 19

@@ -39,7 +39,8 @@ class ExampleStill(LipGenerator):
         """Write the held still with the driving speech."""
         import cv2
 
-        from avlips.media.io import read_audio, write_video
+        from avlips.media.audio_decode import read_audio
+        from avlips.media.encode import write_video
 
         started = time.perf_counter()
         still = cv2.cvtColor(cv2.imread(target.path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
