@@ -27,6 +27,7 @@ class VideoRetalking(ExternalCheckoutGenerator):
     first one's stale frames. A private `temp/` per job makes every run start clean (its `--tmp_dir`
     is a folder under `temp/`, left at its default). The outfile is an absolute path (a bare name
     crashes at its end). The output keeps the target's size and frame rate, one frame per audio step.
+    Needs a CUDA GPU (its face detection runs on 'cuda:0').
     """
 
     name = "videoretalking"
