@@ -10,8 +10,13 @@ top-level `perturb_stats.json`) from the shard files.
 
 The windows' stored frames (face crops at the dataset's frame size) are what gets perturbed, not the
 source video before cropping as DeeperForensics-1.0 did: blur, pixelation and block-wise act at the
-crop's scale. A shard counts as finished only if it was made by the same version of its perturbation
-type and the same storage settings (`made_with` in its stats).
+crop's scale. Audio types (opus, amr_nb, mp3, packet_loss, background_noise) perturb the window's
+stored audio context (audio.npy) and recompute its mel from it; the call perturbs frames and audio
+together. A sample without audio.npy (shards composed before it existed) is a failure record for
+those types, naming the sample and the missing field.
+
+A shard counts as finished only if it was made by the same version of its perturbation type and
+the same storage settings (`made_with` in its stats).
 """
 from __future__ import annotations
 
@@ -49,7 +54,7 @@ class PerturbInputError(AvlipsInputError, ValueError):
 class PerturbConfig:
     """The knobs of perturb, from params.yaml `perturb`."""
 
-    types: tuple[str, ...] = ()  # empty: the six AVLIPS_TYPES
+    types: tuple[str, ...] = ()  # empty: the six AVLIPS_TYPES; any name of the video, audio and call families
     levels: tuple[int, ...] = (1, 2, 3, 4, 5)
     splits: tuple[str, ...] = ("test",)
     frame_format: str = "same"  # same (as the clean sample's frames), jpg or png
@@ -63,7 +68,7 @@ class PerturbConfig:
     @classmethod
     def from_params(cls, params: dict) -> "PerturbConfig":
         """The config from the `perturb` block of params.yaml, checked against the catalogue."""
-        from avlips.perturbations import AVLIPS_TYPES, LEVELS, CATALOGUE
+        from avlips.perturbations import AVLIPS_TYPES, LEVELS, all_names
 
         block = dict(params.get("perturb", {}) or {})
         known = {k: v for k, v in block.items() if k in cls.__dataclass_fields__}
@@ -74,9 +79,9 @@ class PerturbConfig:
         config = cls(**known)
         if not config.types:
             config = cls(**{**known, "types": AVLIPS_TYPES})
-        unknown = [t for t in config.types if t not in CATALOGUE]
+        unknown = [t for t in config.types if t not in all_names()]
         if unknown:
-            raise PerturbInputError(f"perturb.types: unknown {unknown}; known: {list(CATALOGUE)}")
+            raise PerturbInputError(f"perturb.types: unknown {unknown}; known: {all_names()}")
         bad = [lv for lv in config.levels if isinstance(lv, bool) or lv not in LEVELS]
         if bad or not config.levels:
             raise PerturbInputError(f"perturb.levels: must be ints in 1..5, got {list(config.levels)}")
@@ -125,10 +130,16 @@ def _frame_format(members: dict[str, bytes], wanted: str) -> str:
 
 def perturb_sample(key: str, members: dict[str, bytes], name: str, levels: tuple[int, ...],
                    config: PerturbConfig, source: str) -> dict[int, dict]:
-    """The record per level for one clean sample: {'kind': 'sample'|'failure', ...}; never raises."""
+    """The record per level for one clean sample: {'kind': 'sample'|'failure', ...}; never raises.
+
+    Video types re-encode the perturbed frames and keep the audio and mel; audio types keep the
+    clean frames' bytes and store the perturbed audio context and the mel recomputed from it; the
+    call changes all three (avlips.perturbations.window).
+    """
     from avlips.media.sample import WindowSample
-    from avlips.perturbations import get
+    from avlips.perturbations import family, lookup
     from avlips.perturbations.random_mode import key_seed
+    from avlips.perturbations.window import perturb_window
 
     def failed(exc: BaseException) -> dict:
         # The input names the clean shard and key; the message keeps the exception's own words.
@@ -145,7 +156,9 @@ def perturb_sample(key: str, members: dict[str, bytes], name: str, levels: tuple
             raise ValueError(f"already perturbed ({already}); perturb reads clean shards only")
         fmt = "png" if name in config.lossless_types else _frame_format(members, config.frame_format)
         seed = key_seed(key, config.seed)
-        perturbation = get(name)
+        perturbation = lookup(name)
+        # An audio type leaves the picture alone: the clean frames' bytes go through, not re-encoded.
+        keep_frames = family(name) == "audio"
     except Exception as exc:  # a bad sample is a record in every level, never a crash of the unit
         return {level: failed(exc) for level in levels}
     out: dict[int, dict] = {}
@@ -154,13 +167,15 @@ def perturb_sample(key: str, members: dict[str, bytes], name: str, levels: tuple
         try:
             new_key = perturbed_key(key, name, level)
             # The key seeds every draw: the same clean window gets the same noise field / block
-            # positions at every level, so levels differ only by the table value.
-            frames = perturbation.apply(sample.frames, level, seed, sample=key)
+            # positions / lost packets at every level, so levels differ only by the table value.
+            perturbed = perturb_window(sample, name, level, seed)
             info = {"type": name, "level": level, "params": perturbation.params(level), "seed": seed}
             new_meta = {**meta, "key": new_key, "clean_key": key, "perturbation": info}
-            # Video perturbations leave the sound as it was: the audio field goes through unchanged.
-            encoded = WindowSample(new_key, frames, sample.mel_db, sample.label, new_meta,
-                                   audio=sample.audio).encode(fmt, config.jpeg_quality)
+            shown = perturbed.frames[:0] if keep_frames else perturbed.frames
+            encoded = WindowSample(new_key, shown, perturbed.mel_db, sample.label, new_meta,
+                                   audio=perturbed.audio).encode(fmt, config.jpeg_quality)
+            if keep_frames:
+                encoded.update({n: b for n, b in members.items() if re.fullmatch(r"f\d+\.\w+", n)})
             row = {"key": new_key, "clean_key": key, "split": meta.get("split", ""), "label": int(sample.label),
                    "clip": meta.get("clip", ""), "identity": meta.get("identity", ""),
                    "generator": meta.get("generator", ""), "window": meta.get("window"), "type": name,
@@ -220,9 +235,9 @@ def _listed_keys(clean_dir: str, shard: str, seen: set[str]) -> list[str]:
 
 def made_with(config: PerturbConfig, name: str) -> dict:
     """What an output shard of type `name` depends on besides its clean shard: a rerun redoes it when this changes."""
-    from avlips.perturbations import get
+    from avlips.perturbations import lookup
 
-    return {"version": get(name).version, "frame_format": config.frame_format,
+    return {"version": lookup(name).version, "frame_format": config.frame_format,
             "lossless": name in config.lossless_types, "jpeg_quality": config.jpeg_quality, "seed": config.seed}
 
 

@@ -347,3 +347,125 @@ def test_preview_of_a_bad_source_is_an_input_error_naming_it(tmp_path):
             make_preview(source, str(tmp_path / "grid.png"))
         assert source in str(caught.value) and problem in str(caught.value)
     assert not (tmp_path / "grid.png").exists()
+
+
+@pytest.fixture(scope="module")
+def sound_run(clean, tmp_path_factory) -> Path:
+    """Audio and call types at levels 1 and 5 (frames as the clean ones: JPEG)."""
+    out = tmp_path_factory.mktemp("perturbed") / "sound"
+    run_perturb(str(clean), str(out), _perturb_params(types=["opus", "packet_loss", "call"], levels=[1, 5]))
+    return out
+
+
+@pytest.mark.slow
+def test_audio_and_call_types_make_perturbed_shards(clean, sound_run):
+    from avlips.perturbations import lookup
+    from avlips.perturbations.window import perturb_window
+
+    clean_samples = {k: m for t in sorted(clean.glob("test-*.tar")) for k, m in _read(t).items()}
+    for name in ("opus", "packet_loss", "call"):
+        for level in (1, 5):
+            got = {k: m for t in sorted((sound_run / name / str(level)).glob("test-*.tar")) for k, m in _read(t).items()}
+            assert len(got) == len(clean_samples) == 8
+            for key, members in got.items():
+                clean_key = key[: -len(f"_{name}{level}")]
+                source = clean_samples[clean_key]
+                meta = json.loads(members["json"])
+                assert meta["perturbation"] == {"type": name, "level": level, "params": lookup(name).params(level),
+                                                "seed": key_seed(clean_key)}
+                assert meta["audio"] == json.loads(source["json"])["audio"]
+                sample = WindowSample.decode(key, members)
+                expected = perturb_window(WindowSample.decode(clean_key, source), name, level, key_seed(clean_key))
+                # The stored audio context is the perturbed one, and the mel is recomputed from it.
+                assert np.array_equal(sample.audio, expected.audio) and sample.audio.dtype == np.int16
+                np.testing.assert_array_equal(sample.mel_db, expected.mel_db)
+                frame_names = sorted(n for n in members if n.startswith("f"))
+                if name == "call":
+                    assert not all(members[n] == source[n] for n in frame_names)
+                else:  # the picture is untouched: the clean frames' own bytes
+                    assert all(members[n] == source[n] for n in frame_names)
+
+
+@pytest.mark.slow
+def test_audio_damage_shows_in_the_stored_mel(clean, sound_run):
+    clean_samples = {k: WindowSample.decode(k, m) for t in sorted(clean.glob("test-*.tar"))
+                     for k, m in _read(t).items()}
+
+    def mel_change(name, level):
+        changes = []
+        for tar in sorted((sound_run / name / str(level)).glob("test-*.tar")):
+            for key, members in _read(tar).items():
+                mel = WindowSample.decode(key, members).mel_db
+                changes.append(np.abs(mel - clean_samples[key[: -len(f"_{name}{level}")]].mel_db).mean())
+        return float(np.mean(changes))
+
+    for name in ("opus", "call"):
+        assert mel_change(name, 5) > mel_change(name, 1) > 0
+
+
+@pytest.mark.slow
+def test_a_sample_without_audio_is_a_failure_naming_it(clean, tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    for tar in clean.glob("test-*.tar"):
+        samples = _read(tar)
+        if tar.name == "test-000000.tar":
+            first = sorted(samples)[0]
+            samples[first] = {n: b for n, b in samples[first].items() if n != "audio.npy"}
+            no_audio = first
+        (old / tar.name).write_bytes(tar_bytes(sorted(samples.items())))
+    out = tmp_path / "out"
+    totals = run_perturb(str(old), str(out), _perturb_params(types=["background_noise", "contrast"], levels=[2]))
+    failures = pd.read_parquet(out / "background_noise" / "2" / "failures.parquet")
+    assert list(failures["error"]) == ["MissingAudio"]
+    message = failures["message"].iloc[0]
+    assert failures["input"].iloc[0] == f"{old / 'test-000000.tar'}#{no_audio}"
+    assert no_audio in message and "audio.npy" in message
+    assert totals["grid"]["background_noise"]["2"] == {"samples": 7, "failures": 1,
+                                                       "failures_by_error": {"MissingAudio": 1}}
+    assert totals["grid"]["contrast"]["2"]["samples"] == 8  # a video type needs no audio
+
+
+def test_types_from_every_family_by_name(clean, tmp_path):
+    from avlips.pipelines.perturb import PerturbConfig
+
+    config = PerturbConfig.from_params(_perturb_params(types=["contrast", "amr_nb", "call"]))
+    assert config.types == ("contrast", "amr_nb", "call")
+    with pytest.raises(PerturbInputError, match=r"unknown \['gsm'\]; known: .*'opus'.*'call'"):
+        PerturbConfig.from_params(_perturb_params(types=["opus", "gsm"]))
+
+
+def test_preview_draws_audio_types_as_spectrograms_and_the_call_as_frames_and_sound(clean, tmp_path):
+    from avlips.pipelines.preview import spectrogram_image
+
+    out = tmp_path / "sound.png"
+    key = sorted(_read(clean / "test-000001.tar"))[0]
+    sample = WindowSample.decode(key, _read(clean / "test-000001.tar")[key])
+    cell = 64
+    shape = make_preview(str(clean / "test-{000000..000002}.tar"), str(out), types=["mp3", "call"], levels=[1, 5],
+                         cell=cell, key=key)
+    assert shape == (HEADER + cell * 2, MARGIN + cell * 3, 3)
+    grid = _decode_png(out)
+    info = sample.meta["audio"]
+    span = (info["window_start"], info["window_start"] + info["window_samples"])
+    from avlips.pipelines.preview import spectrogram_db
+
+    top_db = float(spectrogram_db(sample.audio).max())
+    # The clean audio's spectrogram, and mp3 at 8 kbit/s's, with the window's span marked.
+    np.testing.assert_array_equal(grid[HEADER:HEADER + cell, MARGIN:MARGIN + cell],
+                                  spectrogram_image(sample.audio, top_db, (cell, cell), span))
+    mp3 = apply_audio_for_test("mp3", sample, 5, key_seed(key))
+    np.testing.assert_array_equal(grid[HEADER:HEADER + 40, MARGIN + 2 * cell:MARGIN + 3 * cell],
+                                  spectrogram_image(mp3, top_db, (cell, cell), span)[:40])
+    # The call's cell: its middle frame above its spectrogram.
+    call_cell = grid[HEADER + cell:HEADER + 2 * cell, MARGIN:MARGIN + cell]
+    strip = cell // 3
+    np.testing.assert_array_equal(call_cell[cell - strip:], spectrogram_image(sample.audio, top_db, (strip, cell),
+                                                                              span))
+    assert call_cell[:cell - strip].std() > 0
+
+
+def apply_audio_for_test(name, sample, level, seed):
+    from avlips.perturbations import apply_audio
+
+    return apply_audio(name, sample.audio, sample.meta["audio"]["sample_rate"], level, seed, sample=sample.key)
