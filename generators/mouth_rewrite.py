@@ -18,18 +18,21 @@ matching. Pixels outside the ellipse are the target's own.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import cv2
 import numpy as np
 
+from avlips.config import config_from_dict
 from avlips.generators.base import VIDEO, DrivingAudio, GenerationResult, GeneratorError, LipGenerator, Target
+from avlips.generators.registry_cli import STAGE_KEYS
 
 __all__ = [
     "DEFAULTS",
     "MouthRewrite",
+    "MouthRewriteSettings",
     "RewritePlan",
     "Composite",
     "audio_features",
@@ -43,35 +46,46 @@ _HOP = FEATURE_RATE // 100  # 10 ms analysis columns: several per video frame at
 _N_FFT = 512  # 32 ms window: resolves formants without smearing syllables
 _CROP_MARGIN = 1.05  # bank crops reach a little past the blend ellipse so warping never samples a border
 
-DEFAULTS: dict[str, Any] = {
-    "bands": 8,  # log-mel bands in each feature vector
-    "fmin": 80.0,
-    "fmax": 5000.0,  # formants that shape the mouth lie below this
-    "window_s": 0.06,  # audio around each frame time that its features average over
-    "dynamic_range_db": 60.0,  # features floored this far below the clip's loudest column
-    "rms_weight": 2.0,  # loudness drives mouth opening most, so it counts more than one band
-    "context": 1,  # neighbouring frames each side stacked into the feature (co-articulation)
-    "context_weight": 0.5,
-    "smoothness": 0.3,  # cost of jumping to a non-consecutive bank mouth (unrelated frames are ~2 apart)
-    "hold_cost": 0.3,  # cost of showing the same bank mouth again
-    "min_run": 3,  # frames of one take at least between jumps: units of motion (Video Rewrite's triphones)
+
+@dataclass(frozen=True)
+class MouthRewriteSettings:
+    """The generator's settings: params.yaml `synthesize.generators.mouth_rewrite` over these defaults."""
+
+    bands: int = 8  # log-mel bands in each feature vector
+    fmin: float = 80.0
+    fmax: float = 5000.0  # formants that shape the mouth lie below this
+    window_s: float = 0.06  # audio around each frame time that its features average over
+    dynamic_range_db: float = 60.0  # features floored this far below the clip's loudest column
+    rms_weight: float = 2.0  # loudness drives mouth opening most, so it counts more than one band
+    context: int = 1  # neighbouring frames each side stacked into the feature (co-articulation)
+    context_weight: float = 0.5
+    smoothness: float = 0.3  # cost of jumping to a non-consecutive bank mouth (unrelated frames are ~2 apart)
+    hold_cost: float = 0.3  # cost of showing the same bank mouth again
+    min_run: int = 3  # frames of one take at least between jumps: units of motion (Video Rewrite's triphones)
     # Cost of each transition's visible mouth change differing from what the driving loudness wants,
     # per typical natural frame-to-frame change of the target's mouth (0: audio features alone choose).
-    "motion_weight": 1.0,
-    "mask_scale": 1.25,  # blend ellipse semi-axes / half the mouth box: covers lip corners and chin
-    "feather": 0.3,  # fraction of the ellipse radius over which the blend fades out
-    "color_match": "band",  # band: mean/std over the feather band (skin); mask: the whole ellipse; none
-    "max_gain": 1.5,  # bound on the per-channel std ratio of colour matching
-    "color_smooth_s": 0.5,  # colour correction averaged over about this long: lighting drifts slowly, jaws do not
-    "bank_max_side": 256,  # bank crops keep their native size up to this longer side
-    "bank_max_frames": 500,  # bank mouths at most (the first usable frames): selection costs N x M^2
-    "min_face_fraction": 0.5,  # of the target's frames, else no face
-    "face_stride": 2,  # detector on every 2nd frame: half the cost, gaps are interpolated and smoothed
-    "silence_dbfs": -60.0,  # driving or target audio quieter than this (RMS) is silent
-    "min_audio_s": 0.2,  # driving audio shorter than this cannot drive a mouth
-    "crf": 18,
-    "preset": "veryfast",  # x264 medium costs ~3x the CPU of all the rest on one core; quality is set by crf
-}
+    motion_weight: float = 1.0
+    mask_scale: float = 1.25  # blend ellipse semi-axes / half the mouth box: covers lip corners and chin
+    feather: float = 0.3  # fraction of the ellipse radius over which the blend fades out
+    color_match: str = "band"  # band: mean/std over the feather band (skin); mask: the whole ellipse; none
+    max_gain: float = 1.5  # bound on the per-channel std ratio of colour matching
+    color_smooth_s: float = 0.5  # colour correction averaged over about this long: lighting drifts slowly, jaws do not
+    bank_max_side: int = 256  # bank crops keep their native size up to this longer side
+    bank_max_frames: int = 500  # bank mouths at most (the first usable frames): selection costs N x M^2
+    min_face_fraction: float = 0.5  # of the target's frames, else no face
+    face_stride: int = 2  # detector on every 2nd frame: half the cost, gaps are interpolated and smoothed
+    silence_dbfs: float = -60.0  # driving or target audio quieter than this (RMS) is silent
+    min_audio_s: float = 0.2  # driving audio shorter than this cannot drive a mouth
+    crf: int = 18
+    preset: str = "veryfast"  # x264 medium costs ~3x the CPU of all the rest on one core; quality is set by crf
+
+    def __post_init__(self) -> None:
+        if self.color_match not in ("band", "mask", "none"):
+            raise ValueError(f"color_match must be band, mask or none, got {self.color_match!r}")
+
+
+# The defaults as a plain dict (what provenance records and benchmarks compare against).
+DEFAULTS: dict[str, Any] = asdict(MouthRewriteSettings())
 
 
 @dataclass
@@ -383,14 +397,17 @@ class MouthRewrite(LipGenerator):
     needs_face = True
 
     def __init__(self, **settings: Any) -> None:
-        # Keys beyond DEFAULTS (e.g. an `enabled` flag of the stage) are kept but not used.
-        super().__init__(**{**DEFAULTS, **settings})
+        # An unknown key or a mistyped value is a ParamsError naming it (the stage's own keys are skipped).
+        self.options = config_from_dict(MouthRewriteSettings, settings, f"synthesize.generators.{self.name}",
+                                        ignore=STAGE_KEYS)
+        super().__init__(**asdict(self.options))
 
-    def _options(self, params: dict | None) -> dict[str, Any]:
-        options = {**self.settings, **{k: v for k, v in (params or {}).items() if k in DEFAULTS}}
-        if options["color_match"] not in ("band", "mask", "none"):
-            raise GeneratorError(f"mouth_rewrite: color_match must be band, mask or none, got {options['color_match']!r}")
-        return options
+    def _options(self, params: dict | None) -> MouthRewriteSettings:
+        """The settings for one call: a call's params may change any setting (other call keys, e.g. a seed, are not ours)."""
+        changes = {k: v for k, v in (params or {}).items() if k in DEFAULTS}
+        if not changes:
+            return self.options
+        return config_from_dict(MouthRewriteSettings, {**asdict(self.options), **changes}, self.name)
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -407,37 +424,37 @@ class MouthRewrite(LipGenerator):
         if len(frames) == 0:
             raise GeneratorError(f"{label}: target has no frames")
         duration = len(driving_audio) / FEATURE_RATE
-        if duration < float(o["min_audio_s"]):
-            raise GeneratorError(f"driving audio too short: {duration:.3f} s (need {o['min_audio_s']} s)")
-        if _dbfs(driving_audio) < float(o["silence_dbfs"]):
+        if duration < o.min_audio_s:
+            raise GeneratorError(f"driving audio too short: {duration:.3f} s (need {o.min_audio_s} s)")
+        if _dbfs(driving_audio) < o.silence_dbfs:
             raise GeneratorError(f"driving audio is silent ({_dbfs(driving_audio):.1f} dBFS)")
-        if len(target_audio) == 0 or _dbfs(target_audio) < float(o["silence_dbfs"]):
+        if len(target_audio) == 0 or _dbfs(target_audio) < o.silence_dbfs:
             raise GeneratorError(f"{label}: target audio is silent: its mouths cannot be keyed by its speech")
 
         if track is None:
-            track = track_faces(frames, stride=int(o["face_stride"]), fps=fps, label=label)
+            track = track_faces(frames, stride=o.face_stride, fps=fps, label=label)
         elif len(track) != len(frames):
             raise GeneratorError(f"{label}: face track has {len(track)} frames, target {len(frames)}")
         try:
-            require_face(track, float(o["min_face_fraction"]), label=label)
+            require_face(track, o.min_face_fraction, label=label)
         except MediaError as exc:
             raise GeneratorError(f"no face: {exc}") from exc
         usable = track.found & np.isfinite(track.mouths).all(axis=1)
         mouths = np.where(usable[:, None], track.mouths, np.nan)
         centres = (mouths[:, :2] + mouths[:, 2:]) / 2
         halves = (mouths[:, 2:] - mouths[:, :2]) / 2
-        crop_scale = float(o["mask_scale"]) * _CROP_MARGIN
+        crop_scale = o.mask_scale * _CROP_MARGIN
 
         # The first bank_max_frames usable frames: plenty of mouths, and selection stays O(N * M^2) bounded.
-        bank_frames = np.flatnonzero(usable)[: max(2, int(o["bank_max_frames"]))]
-        bank_size = self._bank_size(halves[bank_frames] * crop_scale, int(o["bank_max_side"]))
+        bank_frames = np.flatnonzero(usable)[: max(2, o.bank_max_frames)]
+        bank_size = self._bank_size(halves[bank_frames] * crop_scale, o.bank_max_side)
         bank = np.stack([
             cv2.warpAffine(frames[t], _crop_matrix(centres[t], halves[t] * crop_scale, bank_size), bank_size,
                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             for t in bank_frames])
 
         n_out = max(1, int(round(duration * fps)))
-        feature_options = {k: o[k] for k in ("bands", "fmin", "fmax", "window_s", "dynamic_range_db",
+        feature_options = {k: getattr(o, k) for k in ("bands", "fmin", "fmax", "window_s", "dynamic_range_db",
                                              "rms_weight", "context", "context_weight")}
         target_times = (np.arange(len(frames)) + 0.5) / fps
         keys = audio_features(target_audio, target_times, **feature_options)[bank_frames]
@@ -449,17 +466,17 @@ class MouthRewrite(LipGenerator):
         consecutive = np.flatnonzero(np.diff(bank_frames) == 1) + 1
         follows[consecutive] = consecutive - 1
         distance, wanted_motion = None, None
-        if float(o["motion_weight"]) > 0 and len(consecutive):
+        if o.motion_weight > 0 and len(consecutive):
             distance = _visual_distance(_mouth_descriptors(bank, crop_scale))
             natural = distance[follows[consecutive], consecutive]  # the target's own frame-to-frame change
             distance /= float(np.median(natural)) + 1e-6  # in units of a typical natural change
             # Mouths move while speaking and rest in silence: the louder the driving audio at a frame
             # (ranked within the clip), the larger the change into it, spread like the target's own.
-            loud = band_levels(driving_audio, (np.arange(n_out) + 0.5) / fps, int(o["bands"]), float(o["fmin"]),
-                               float(o["fmax"]), float(o["window_s"]), float(o["dynamic_range_db"]))[:, -1]
+            loud = band_levels(driving_audio, (np.arange(n_out) + 0.5) / fps, o.bands, o.fmin,
+                               o.fmax, o.window_s, o.dynamic_range_db)[:, -1]
             wanted_motion = np.quantile(distance[follows[consecutive], consecutive], _quantile_ranks(loud))
-        path = select_path(cost, follows, float(o["smoothness"]), float(o["hold_cost"]), distance, wanted_motion,
-                           float(o["motion_weight"]), int(o["min_run"]))
+        path = select_path(cost, follows, o.smoothness, o.hold_cost, distance, wanted_motion,
+                           o.motion_weight, o.min_run)
         jumps = int(np.sum(follows[path[1:]] != path[:-1]))
         return RewritePlan(fps=float(fps), sources=np.arange(n_out) % len(frames), picks=path, bank=bank,
                            bank_frames=bank_frames, centres=centres, halves=halves, crop_scale=crop_scale,
@@ -478,11 +495,11 @@ class MouthRewrite(LipGenerator):
     def render(self, plan: RewritePlan, frames: np.ndarray, params: dict | None = None) -> Iterator[Composite]:
         """The output frames with their blend masks, in order."""
         o = self._options(params)
-        scale, feather = float(o["mask_scale"]), float(o["feather"])
+        scale, feather = o.mask_scale, o.feather
         height, width = frames.shape[1:3]
         bank_size = (plan.bank.shape[2], plan.bank.shape[1])
-        max_log_gain = float(np.log(max(float(o["max_gain"]), 1.0)))
-        smooth = min(1.0, 1.0 / max(1.0, float(o["color_smooth_s"]) * plan.fps))  # EMA weight of a new frame
+        max_log_gain = float(np.log(max(o.max_gain, 1.0)))
+        smooth = min(1.0, 1.0 / max(1.0, o.color_smooth_s * plan.fps))  # EMA weight of a new frame
         log_gain, offset = np.zeros(3), None
         for k in range(len(plan)):
             s = int(plan.sources[k])
@@ -506,10 +523,10 @@ class MouthRewrite(LipGenerator):
             mouth = cv2.warpAffine(plan.bank[plan.picks[k]], to_frame, (x2 - x1, y2 - y1), flags=cv2.INTER_LINEAR,
                                    borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
             region = frame[y1:y2, x1:x2].astype(np.float32)
-            if o["color_match"] != "none":
+            if o.color_match != "none":
                 # The feather band is cheek and chin skin on both: matching there fixes lighting drift
                 # without undoing the mouth's own change (a dark open mouth stays dark).
-                weights = mask * (1 - mask) * 4 if o["color_match"] == "band" else mask
+                weights = mask * (1 - mask) * 4 if o.color_match == "band" else mask
                 stats = _colour_stats(mouth, region, weights)
                 if stats is not None:
                     # Averaged over time: a per-frame match would let the target's own jaw motion in
@@ -570,11 +587,11 @@ class MouthRewrite(LipGenerator):
         out_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             write_video(out_path, (c.frame for c in self.render(plan, frames, params)), fps, audio=driving_audio,
-                        sample_rate=FEATURE_RATE, crf=int(o["crf"]), preset=str(o["preset"]))
+                        sample_rate=FEATURE_RATE, crf=o.crf, preset=o.preset)
         except MediaError as exc:
             raise GeneratorError(f"encoding failed: {exc}") from exc
         return GenerationResult(
-            path=str(out_path), generator=self.name, version=self.version, params=dict(o),
+            path=str(out_path), generator=self.name, version=self.version, params=asdict(o),
             seconds=self.timed(started), frames=len(plan), fps=float(fps),
             extra={"bank": int(len(plan.bank)), "jumps": plan.jumps, "path_cost": round(plan.cost, 4),
                    "looped": bool(len(plan) > len(frames))},

@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
+from avlips.config import config_from_dict
 from avlips.media.errors import MediaError, TooShort
 
 # Bump when the processing changes in a way the settings do not show, so old outputs are redone.
@@ -28,37 +30,54 @@ NOISEREDUCE_DEFAULTS: dict[str, Any] = {
     "noise_profile": "none",
 }
 
-# The tuned settings (benchmarks/denoise_sisdr.py --tune); params.yaml's `denoise` section overrides any.
-# Stationary gating against the clip's quietest frames beat every non-stationary setting tried: at
-# 5 dB SNR +5.9 dB SI-SDR gain (best non-stationary +3.3 dB) with clean speech kept at ~30 dB
-# (non-stationary ~13 dB). A short FFT (16 ms) and light mask smoothing keep speech onsets; a
-# prop_decrease below 1 leaves a -20 dB noise floor instead of gated silence.
-DEFAULTS: dict[str, Any] = {
-    "sample_rate": 16000,
-    "stationary": True,
-    "n_fft": 256,
-    "win_length": None,  # None: n_fft
-    "hop_length": None,  # None: win_length // 4
-    "prop_decrease": 0.9,
-    "time_constant_s": 2.0,  # non-stationary gate only
-    "freq_mask_smooth_hz": 250,
-    "time_mask_smooth_ms": 25,
-    "thresh_n_mult_nonstationary": 2.0,  # non-stationary gate only
-    "sigmoid_slope_nonstationary": 10.0,  # non-stationary gate only
-    "n_std_thresh_stationary": 1.5,
+_PROFILES = ("none", "quietest")
+
+
+@dataclass(frozen=True)
+class DenoiseSettings:
+    """The denoiser's settings: the tuned defaults (benchmarks/denoise_sisdr.py --tune), params.yaml `denoise` over them.
+
+    Stationary gating against the clip's quietest frames beat every non-stationary setting tried: at
+    5 dB SNR +5.9 dB SI-SDR gain (best non-stationary +3.3 dB) with clean speech kept at ~30 dB
+    (non-stationary ~13 dB). A short FFT (16 ms) and light mask smoothing keep speech onsets; a
+    prop_decrease below 1 leaves a -20 dB noise floor instead of gated silence.
+    """
+
+    sample_rate: int = 16000
+    stationary: bool = True
+    n_fft: int = 256
+    win_length: int | None = None  # None: n_fft
+    hop_length: int | None = None  # None: win_length // 4
+    prop_decrease: float = 0.9
+    time_constant_s: float = 2.0  # non-stationary gate only
+    freq_mask_smooth_hz: float = 250.0
+    time_mask_smooth_ms: float = 25.0
+    thresh_n_mult_nonstationary: float = 2.0  # non-stationary gate only
+    sigmoid_slope_nonstationary: float = 10.0  # non-stationary gate only
+    n_std_thresh_stationary: float = 1.5
     # none: noisereduce estimates the noise from the whole clip; quietest: the noise statistics
     # come from the clip's quietest frames (stationary gating only: the non-stationary gate has no
     # noise input).
-    "noise_profile": "quietest",
-    "noise_frame_ms": 50.0,  # frame length for the quietest-frames profile and the SNR estimate
-    "noise_fraction": 0.1,  # share of the quietest frames taken as noise
-}
+    noise_profile: str = "quietest"
+    noise_frame_ms: float = 50.0  # frame length for the quietest-frames profile and the SNR estimate
+    noise_fraction: float = 0.1  # share of the quietest frames taken as noise
 
-_INTS = {"sample_rate", "n_fft", "win_length", "hop_length"}
-_FLOATS = {"prop_decrease", "time_constant_s", "freq_mask_smooth_hz", "time_mask_smooth_ms",
-           "thresh_n_mult_nonstationary", "sigmoid_slope_nonstationary", "n_std_thresh_stationary",
-           "noise_frame_ms", "noise_fraction"}
-_PROFILES = ("none", "quietest")
+    def __post_init__(self) -> None:
+        if self.noise_profile not in _PROFILES:
+            raise ValueError(f"denoise.noise_profile must be one of {_PROFILES}, got {self.noise_profile!r}")
+        if self.noise_profile == "quietest" and not self.stationary:
+            raise ValueError("denoise.noise_profile 'quietest' needs denoise.stationary: true "
+                             "(noisereduce's non-stationary gate takes no noise clip)")
+        if not 0.0 <= self.prop_decrease <= 1.0:
+            raise ValueError(f"denoise.prop_decrease must be in 0..1, got {self.prop_decrease}")
+        if not 0.0 < self.noise_fraction <= 1.0:
+            raise ValueError(f"denoise.noise_fraction must be in (0, 1], got {self.noise_fraction}")
+        if self.sample_rate <= 0 or self.n_fft <= 0:
+            raise ValueError("denoise.sample_rate and denoise.n_fft must be positive")
+
+
+# The tuned settings as a plain dict (what benchmarks and the settings record compare against).
+DEFAULTS: dict[str, Any] = asdict(DenoiseSettings())
 # Power floor for dB measures: -100 dBFS, so digital silence gives a finite number.
 _POWER_FLOOR = 1e-10
 
@@ -67,34 +86,15 @@ class SilentAudio(MediaError):
     """The audio is all zeros or too quiet to hold speech."""
 
 
-def denoise_settings(section: Mapping[str, Any] | None = None, ignore: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The full, checked denoise settings: DEFAULTS overridden by `section` (keys in `ignore` skipped)."""
-    section = dict(section or {})
-    unknown = sorted(k for k in section if k not in DEFAULTS and k not in ignore)
-    if unknown:
-        raise ValueError(f"unknown denoise settings: {', '.join(unknown)} (known: {', '.join(sorted(DEFAULTS))})")
-    settings = dict(DEFAULTS)
-    settings.update({k: v for k, v in section.items() if k in DEFAULTS})
-    for key in _INTS:
-        if settings[key] is not None:
-            settings[key] = int(settings[key])
-    for key in _FLOATS:
-        if settings[key] is not None:
-            settings[key] = float(settings[key])
-    settings["stationary"] = bool(settings["stationary"])
-    settings["noise_profile"] = str(settings["noise_profile"]).lower()
-    if settings["noise_profile"] not in _PROFILES:
-        raise ValueError(f"denoise.noise_profile must be one of {_PROFILES}, got {settings['noise_profile']!r}")
-    if settings["noise_profile"] == "quietest" and not settings["stationary"]:
-        raise ValueError("denoise.noise_profile 'quietest' needs denoise.stationary: true "
-                         "(noisereduce's non-stationary gate takes no noise clip)")
-    if not 0.0 <= settings["prop_decrease"] <= 1.0:
-        raise ValueError(f"denoise.prop_decrease must be in 0..1, got {settings['prop_decrease']}")
-    if not 0.0 < settings["noise_fraction"] <= 1.0:
-        raise ValueError(f"denoise.noise_fraction must be in (0, 1], got {settings['noise_fraction']}")
-    if settings["sample_rate"] <= 0 or settings["n_fft"] <= 0:
-        raise ValueError("denoise.sample_rate and denoise.n_fft must be positive")
-    return settings
+def denoise_settings(section: Mapping[str, Any] | DenoiseSettings | None = None,
+                     ignore: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The full, checked denoise settings as a dict: the defaults overridden by `section` (keys in `ignore` skipped).
+
+    An unknown key or a value of the wrong type is a ParamsError (a ValueError) naming `denoise.<key>`.
+    """
+    if isinstance(section, DenoiseSettings):
+        return asdict(section)
+    return asdict(config_from_dict(DenoiseSettings, section, "denoise", ignore=ignore))
 
 
 def settings_record(settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -23,10 +23,13 @@ from avlips.pipelines import storage
 from avlips.pipelines.beam_options import pipeline_options
 from avlips.pipelines.failures import SCHEMA as FAILURE_SCHEMA
 from avlips.pipelines.failures import Failure, check_threshold, failure_rows
+from avlips.pipelines.progress import WorkerProgress
 from avlips.pipelines.shards import shard_count, shard_name, shard_of, tar_bytes
 
 STAGE = "compose"
 log = logging.getLogger("avlips.compose")
+
+_progress = WorkerProgress("compose", "videos", every=10)  # per worker process
 
 SAMPLE_SCHEMA = pa.schema([
     ("key", pa.string()), ("shard", pa.string()), ("split", pa.string()), ("label", pa.int8()),
@@ -68,6 +71,12 @@ def planned_keys(video_id: str, n_windows: int) -> list[str]:
 
 def compose_video(video: dict, config: ComposeConfig, shards_by_split: dict[str, int]) -> list[dict]:
     """The records of one video: {'shard', 'kind': 'sample'|'failure', ...}; never raises."""
+    records = _video_records(video, config, shards_by_split)
+    _progress.tick(failed=bool(records) and records[0].get("scope") == "video")
+    return records
+
+
+def _video_records(video: dict, config: ComposeConfig, shards_by_split: dict[str, int]) -> list[dict]:
     split = video["split"]
     shards = shards_by_split[split]
     keys = planned_keys(video["video_id"], config.n_windows)
@@ -143,9 +152,13 @@ def compose_inputs(params: dict) -> list[dict]:
     """The videos to compose: real clips with their denoised audio, and the fakes made from them."""
     import pandas as pd
 
+    from avlips.params import require
+
     settings = params.get("compose", {})
-    clips = storage.read_parquet(settings.get("clips", "data/corpus/clips.parquet")).to_pandas()
-    audio_manifest = settings.get("audio", "data/audio/audio.parquet")
+    # Paths come from params (params.yaml, the package's defaults under it): none is written here.
+    clips_manifest = require(params, "compose.clips", "--clips")
+    clips = storage.read_parquet(clips_manifest).to_pandas()
+    audio_manifest = settings.get("audio")
     denoised: dict | None = None  # None: the denoise stage has not run, every clip keeps its own audio
     if audio_manifest and storage.exists(audio_manifest):
         table = storage.read_parquet(audio_manifest).to_pandas()
@@ -163,7 +176,7 @@ def compose_inputs(params: dict) -> list[dict]:
             "audio_path": denoised[row["clip_id"]] if denoised is not None else row.get("audio_path") or "",
             "target_clip": "",
         })
-    fakes_manifest = settings.get("fakes", "data/fakes/fakes.parquet")
+    fakes_manifest = settings.get("fakes")
     if fakes_manifest and storage.exists(fakes_manifest):
         fakes = storage.read_parquet(fakes_manifest).to_pandas()
         by_clip = clips.set_index("clip_id")
@@ -171,7 +184,7 @@ def compose_inputs(params: dict) -> list[dict]:
             if row["target_clip"] not in by_clip.index:
                 # A fakes.parquet older than clips.parquet: without its target the fake has no identity or split.
                 log.warning("compose: skipping fake %s: its target clip %s is not in %s (rerun synthesize)",
-                            row["path"], row["target_clip"], settings.get("clips", "data/corpus/clips.parquet"))
+                            row["path"], row["target_clip"], clips_manifest)
                 continue
             target = by_clip.loc[row["target_clip"]]
             videos.append({
@@ -208,7 +221,8 @@ def run_compose(out_dir: str, params: dict, runner: str = "DirectRunner", worker
     log.info("compose: %d videos, %d shards (%d finished, %d videos to compose)", len(videos), len(all_shards),
              len(finished), len(todo_videos))
     if todo_shards:
-        with beam.Pipeline(options=pipeline_options(runner, workers, beam_args)) as pipeline:
+        options = pipeline_options(runner, workers, beam_args)
+        with _progress.running(len(todo_videos)), beam.Pipeline(options=options) as pipeline:
             records = (
                 pipeline
                 | "Videos" >> beam.Create(todo_videos, reshuffle=len(todo_videos) > 1)

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from avlips.config import config_from_dict
 from avlips.errors import AvlipsInputError
+from avlips.media.denoise import DenoiseSettings
 from avlips.pipelines import storage
 from avlips.pipelines.progress import WorkerProgress
 from avlips.pipelines.beam_options import counter_value, pipeline_options
@@ -32,10 +35,6 @@ from avlips.pipelines.failures import Failure, check_threshold, write_manifest_a
 
 STAGE = "denoise"
 log = logging.getLogger("avlips.denoise")
-
-# Keys of params.yaml's `denoise` section that belong to the stage, not to the denoiser.
-STAGE_KEYS = ("out", "min_duration_s", "min_rms", "max_failure_fraction")
-STAGE_DEFAULTS = {"min_duration_s": 0.2, "min_rms": 1e-4, "max_failure_fraction": 0.5}
 
 AUDIO_SCHEMA = pa.schema([
     ("clip_id", pa.string()), ("path", pa.string()), ("source_path", pa.string()),
@@ -49,21 +48,28 @@ _progress = WorkerProgress("denoise", "clips", every=25)  # per worker process
 
 
 class DenoiseInputError(AvlipsInputError, ValueError):
-    """The stage cannot run at all: bad denoise settings, or clips.parquet missing or lacking columns."""
+    """The stage cannot run at all: clips.parquet missing or lacking columns (bad settings are a ParamsError)."""
 
 
-def stage_settings(params: dict) -> tuple[dict, dict]:
-    """(denoiser settings, stage settings) from params.yaml's `denoise` section, checked."""
-    from avlips.media.denoise import denoise_settings
+@dataclass(frozen=True)
+class DenoiseConfig:
+    """params.yaml `denoise`: the stage's own keys, and the denoiser's settings (every other key of the block)."""
 
-    section = dict(params.get("denoise") or {})
-    stage = {**STAGE_DEFAULTS, **{k: section[k] for k in STAGE_KEYS if k in section}}
-    try:
-        for key in ("min_duration_s", "min_rms", "max_failure_fraction"):
-            stage[key] = float(stage[key])
-        return denoise_settings(section, ignore=STAGE_KEYS), stage
-    except (TypeError, ValueError) as exc:
-        raise DenoiseInputError(f"params.yaml denoise: {exc}") from exc
+    clips: str | None = None  # the command's input (avlips denoise --clips)
+    out: str | None = None  # the command's output directory
+    min_duration_s: float = 0.2  # shorter audio is a TooShort failure
+    min_rms: float = 1e-4  # quieter audio is a SilentAudio failure
+    max_failure_fraction: float = 0.5
+    denoiser: DenoiseSettings = field(default_factory=DenoiseSettings)
+
+    @classmethod
+    def from_params(cls, params: dict) -> "DenoiseConfig":
+        """The config of params.yaml's `denoise` block; an unknown key or a mistyped value is a ParamsError."""
+        section = dict(params.get("denoise") or {})
+        own = [name for name in cls.__dataclass_fields__ if name != "denoiser"]
+        denoiser = config_from_dict(DenoiseSettings, section, "denoise", ignore=own)
+        return config_from_dict(cls, {**{k: v for k, v in section.items() if k in own}, "denoiser": denoiser},
+                                "denoise")
 
 
 def _source_of(clip: dict) -> tuple[str, str]:
@@ -95,7 +101,7 @@ def _finished_row(out_dir: str, clip_id: str, source: str, params_hash: str) -> 
     return row
 
 
-def denoise_clip(clip: dict, out_dir: str, settings: dict, stage: dict) -> dict:
+def denoise_clip(clip: dict, out_dir: str, config: DenoiseConfig) -> dict:
     """Denoise one clip's audio into `<out_dir>/<clip_id>.wav`: {'audio': row} or {'failure': row}."""
     from avlips.media.denoise import (check_speech_audio, denoise, rms, settings_hash, settings_json,
                                snr_estimate_db, wav_bytes)
@@ -105,19 +111,20 @@ def denoise_clip(clip: dict, out_dir: str, settings: dict, stage: dict) -> dict:
     _progress.start()
     source, kind = _source_of(clip)
     clip_id = str(clip["clip_id"])
+    settings = config.denoiser
     params_hash = settings_hash(settings)
     try:
         reused = _finished_row(out_dir, clip_id, source, params_hash)
         if reused is not None:
             Metrics.counter(STAGE, "reused").inc()
             return _progress.count({"audio": reused})
-        rate = settings["sample_rate"]
+        rate = settings.sample_rate
         audio = read_audio(source, rate, mono=True)
-        check_speech_audio(audio, rate, source, stage["min_duration_s"], stage["min_rms"])
+        check_speech_audio(audio, rate, source, config.min_duration_s, config.min_rms)
         clean = denoise(audio, rate, settings)
         wav = storage.join(out_dir, f"{clip_id}.wav")
         storage.write_bytes(wav, wav_bytes(clean, rate))
-        frame_ms = settings["noise_frame_ms"]
+        frame_ms = settings.noise_frame_ms
         row = {
             "clip_id": clip_id, "path": wav, "source_path": source, "audio_source": kind,
             "sample_rate": rate, "samples": int(len(clean)), "duration": len(clean) / rate,
@@ -178,14 +185,14 @@ def run_denoise(clips_parquet: str, out_dir: str, params: dict, runner: str = "D
                 beam_args: tuple[str, ...] = ()) -> dict:
     """Run the denoise stage and return its stats (plus this run's `reused` and `denoised` counts).
 
-    Raises DenoiseInputError when it cannot run and StageFailed above the failure threshold.
-    `params['seed']` is not used: the denoiser has no randomness.
+    Raises ParamsError for a bad setting, DenoiseInputError when the clips cannot be read and StageFailed above
+    the failure threshold. `params['seed']` is not used: the denoiser has no randomness.
     """
     from avlips.media.denoise import settings_hash
 
     started = time.time()
-    settings, stage = stage_settings(params)
-    params_hash = settings_hash(settings)
+    config = DenoiseConfig.from_params(params)
+    params_hash = settings_hash(config.denoiser)
     clips = _read_clips(clips_parquet)
     # Two rows with one clip id would write the same wav: keep the first, record the others.
     unique, duplicates, seen = [], [], set()
@@ -199,11 +206,11 @@ def run_denoise(clips_parquet: str, out_dir: str, params: dict, runner: str = "D
     log.info("denoise: %d clips from %s, settings %s", len(clips), clips_parquet, params_hash)
     storage.makedirs(out_dir)
     pipeline = beam.Pipeline(options=pipeline_options(runner, workers, beam_args))
-    with pipeline:
+    with _progress.running(len(unique)), pipeline:
         _ = (
             pipeline
             | "List" >> beam.Create(unique, reshuffle=len(unique) > 1)
-            | "Denoise" >> beam.Map(denoise_clip, out_dir, settings, stage)
+            | "Denoise" >> beam.Map(denoise_clip, out_dir, config)
             | "Gather" >> beam.combiners.ToList()
             | "Write" >> beam.Map(write_manifests, out_dir, params_hash, duplicates)
         )
@@ -213,5 +220,5 @@ def run_denoise(clips_parquet: str, out_dir: str, params: dict, runner: str = "D
     log.info("denoise done: inputs=%d outputs=%d (denoised=%d reused=%d) failures=%d (%s) in %.1fs",
              stats["inputs"], stats["outputs"], denoised, reused, stats["failures"],
              ", ".join(f"{k}={v}" for k, v in stats["failures_by_error"].items()) or "none", time.time() - started)
-    check_threshold(STAGE, stats["inputs"], stats["failures"], stage["max_failure_fraction"])
+    check_threshold(STAGE, stats["inputs"], stats["failures"], config.max_failure_fraction)
     return {**stats, "reused": reused, "denoised": denoised}

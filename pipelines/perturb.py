@@ -33,6 +33,7 @@ from avlips.pipelines import storage
 from avlips.pipelines.beam_options import pipeline_options
 from avlips.pipelines.failures import SCHEMA as FAILURE_SCHEMA
 from avlips.pipelines.failures import Failure, check_threshold, failure_rows
+from avlips.pipelines.progress import WorkerProgress
 from avlips.pipelines.shards import iter_tar_samples, shard_name, tar_bytes
 
 STAGE = "perturb"
@@ -44,6 +45,9 @@ SAMPLE_SCHEMA = pa.schema([
     ("window", pa.int16()), ("type", pa.string()), ("level", pa.int8()), ("seed", pa.int64()),
     ("bytes", pa.int64()),
 ])
+
+
+_progress = WorkerProgress("perturb", "units", every=10)  # per worker process: (shard, type) units
 
 
 class PerturbInputError(AvlipsInputError, ValueError):
@@ -216,8 +220,10 @@ def perturb_unit(unit: tuple[str, int, str, tuple[int, ...]], clean_dir: str, ou
     for level in levels:
         write_cell_shard(cell_dir(out_dir, name, level), shard, source, name, level, records[level],
                          made_with(config, name))
-    log.info("perturb: %s %s levels %s: %d samples in %.1fs", shard, name, list(levels), read,
-             time.time() - started)
+    # A unit fails when any of its records does (an unreadable shard, a sample the perturbation refused).
+    _progress.tick(failed=any(r.get("kind") == "failure" for r in records[levels[0]]),
+                   note=f"perturb: {shard} {name} levels {list(levels)}: {read} samples in "
+                        f"{time.time() - started:.1f}s")
     return {"shard": shard, "type": name, "levels": list(levels), "samples": read}
 
 
@@ -294,7 +300,8 @@ def run_perturb(clean_dir: str, out_dir: str, params: dict, runner: str = "Direc
     log.info("perturb: %d clean shards x %d (type, level) cells, %d units of (shard, type) to run",
              len(shards), cells, len(units))
     if units:
-        with beam.Pipeline(options=pipeline_options(runner, workers, beam_args)) as pipeline:
+        options = pipeline_options(runner, workers, beam_args)
+        with _progress.running(len(units)), beam.Pipeline(options=options) as pipeline:
             _ = (
                 pipeline
                 | "Units" >> beam.Create(units, reshuffle=len(units) > 1)

@@ -36,7 +36,8 @@ import os
 import re
 import tempfile
 import time
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import apache_beam as beam
 import numpy as np
@@ -44,6 +45,7 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from avlips.config import config_from_dict
 from avlips.errors import AvlipsInputError
 from avlips.generators.base import IMAGE
 from avlips.generators.registry_cli import STAGE_KEYS as GENERATOR_STAGE_KEYS
@@ -62,43 +64,46 @@ FAKE_SCHEMA = pa.schema([
     ("params_hash", pa.string()), ("seconds", pa.float64()), ("frames", pa.int64()), ("fps", pa.float64()),
 ])
 
-STAGE_DEFAULTS: dict[str, Any] = {
-    "clips": "data/corpus/clips.parquet",
-    "audio": "data/audio/audio.parquet",
-    "fakes_per_clip": 1,
-    "min_driving_s": 1.0,
-    "silence_dbfs": -60.0,
-    "min_face_fraction": 0.5,
-    "face_sample_frames": 16,
-    "max_failure_fraction": 0.5,
-    "max_av_gap_s": 0.5,  # a fake whose video and audio lengths differ by more is a failure (a length tell)
-}
 _progress = WorkerProgress("synthesize", "fakes", every=10)  # per worker process
 _generators: dict[str, Any] = {}  # per worker process: loaded generator (or the error that stopped it), by spec
 
 
 class SynthesizeInputError(AvlipsInputError, ValueError):
-    """The stage cannot run at all: bad settings, or a manifest missing or lacking columns."""
+    """The stage cannot run at all: a manifest missing or lacking columns (bad settings are a ParamsError)."""
 
 
-def stage_settings(params: dict) -> tuple[dict, dict[str, dict]]:
-    """(stage settings, {generator name: its block}) for the enabled generators, from `synthesize`."""
-    section = dict(params.get("synthesize") or {})
-    stage = {**STAGE_DEFAULTS, **{k: v for k, v in section.items() if k in STAGE_DEFAULTS}}
-    try:
-        for key in ("min_driving_s", "silence_dbfs", "min_face_fraction", "max_failure_fraction", "max_av_gap_s"):
-            stage[key] = float(stage[key])
-        for key in ("fakes_per_clip", "face_sample_frames"):
-            stage[key] = int(stage[key])
-    except (TypeError, ValueError) as exc:
-        raise SynthesizeInputError(f"params.yaml synthesize: {exc}") from exc
-    enabled = {}
-    for name, block in sorted((section.get("generators") or {}).items()):
-        block = dict(block or {})
-        # A block without `enabled` is taken as meant to run.
-        if bool(block.get("enabled", True)):
-            enabled[str(name)] = block
-    return stage, enabled
+@dataclass(frozen=True)
+class SynthesizeConfig:
+    """params.yaml `synthesize`: the stage's knobs, and each generator's block under `generators`."""
+
+    clips: str | None = None  # the corpus stage's clips.parquet (avlips synthesize --clips)
+    audio: str | None = None  # the denoise stage's audio.parquet: the driving speech (--audio)
+    out: str | None = None  # the fakes directory (--out)
+    fakes_per_clip: int = 1  # per enabled generator (a generator block may set its own)
+    min_driving_s: float = 1.0  # shorter driving speech: TooShort failure
+    silence_dbfs: float = -60.0  # driving speech at or below this RMS: SilentAudio failure
+    min_face_fraction: float = 0.5  # needs_face generators: a face in fewer sampled frames -> NoFace
+    face_sample_frames: int = 16  # frames sampled per target: face check, and the still for static generators
+    max_av_gap_s: float = 0.5  # a fake whose video and audio lengths differ by more is a failure (a length tell)
+    max_failure_fraction: float = 0.5
+    # name -> block: `enabled`, `fakes_per_clip`, `splits` are the stage's, other keys go to the generator.
+    generators: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "SynthesizeConfig":
+        """The config of params.yaml's `synthesize` block; an unknown key or a mistyped value is a ParamsError."""
+        return config_from_dict(cls, params.get("synthesize"), "synthesize")
+
+    def enabled_generators(self) -> dict[str, dict]:
+        """{name: block} of the generators to run, by name; a block without `enabled` is taken as meant to run."""
+        blocks = {str(name): dict(block or {}) for name, block in (self.generators or {}).items()}
+        return {name: block for name, block in sorted(blocks.items()) if bool(block.get("enabled", True))}
+
+
+def _not_set(key: str) -> str:
+    from avlips.params import not_set
+
+    raise not_set(f"synthesize.{key}", f"--{key}")
 
 
 def _safe(text: str) -> str:
@@ -191,7 +196,7 @@ def _params_hash(spec: dict, face_sample_frames: int) -> str:
 # Planning: which fakes each real clip gets, and from whose speech
 
 
-def plan(clips: list[dict], audio: dict[str, dict], specs: list[dict], seed: int, stage: dict
+def plan(clips: list[dict], audio: dict[str, dict], specs: list[dict], seed: int, stage: SynthesizeConfig
          ) -> tuple[list[dict], list[Failure], dict[str, int]]:
     """(work items, one per target clip; failures known before any work; planned fakes per generator)."""
     drivers: dict[str, list[tuple[str, str]]] = {}
@@ -206,7 +211,7 @@ def plan(clips: list[dict], audio: dict[str, dict], specs: list[dict], seed: int
         for spec in specs:
             if spec["splits"] is not None and clip["split"] not in spec["splits"]:
                 continue  # e.g. a generator held out of training, seen only in the test split
-            count = int(spec["fakes_per_clip"] if spec["fakes_per_clip"] is not None else stage["fakes_per_clip"])
+            count = int(spec["fakes_per_clip"] if spec["fakes_per_clip"] is not None else stage.fakes_per_clip)
             for n in range(count):
                 fake_id = fake_id_for(clip["clip_id"], spec["name"], n)
                 planned[spec["name"]] += 1
@@ -224,7 +229,7 @@ def plan(clips: list[dict], audio: dict[str, dict], specs: list[dict], seed: int
                 fakes.append({"fake_id": fake_id, "generator": spec["name"], "n": n, "driving_clip": driving,
                               "driving_audio": audio[driving]["path"],
                               "driving_hash": audio[driving].get("params_hash") or "", "call": call,
-                              "params_hash": _params_hash(spec, stage["face_sample_frames"])})
+                              "params_hash": _params_hash(spec, stage.face_sample_frames)})
         if fakes:
             row = {k: clip[k] for k in ("clip_id", "path", "identity", "split", "fps", "frames", "duration")}
             items.append({"clip": {**row, "centred": bool(clip.get("centred") or False)}, "fakes": fakes})
@@ -331,7 +336,7 @@ def check_driving(path: str, min_seconds: float, silence_dbfs: float, sample_rat
     return seconds
 
 
-def make_fakes(item: dict, out_dir: str, stage: dict, specs: dict[str, dict],
+def make_fakes(item: dict, out_dir: str, stage: SynthesizeConfig, specs: dict[str, dict],
                ffmpeg: str | None = None) -> list[dict]:
     """Every planned fake of one target clip: records {'fake': row} or {'failure': row}, with 'generator'.
 
@@ -359,7 +364,7 @@ def make_fakes(item: dict, out_dir: str, stage: dict, specs: dict[str, dict],
     return results
 
 
-def _make_todo(clip: dict, todo: list[dict], out_dir: str, stage: dict, specs: dict[str, dict],
+def _make_todo(clip: dict, todo: list[dict], out_dir: str, stage: SynthesizeConfig, specs: dict[str, dict],
                scratch: str) -> list[dict]:
     """Make the fakes of one clip that are not finished yet."""
     results: list[dict] = []
@@ -378,28 +383,28 @@ def _make_todo(clip: dict, todo: list[dict], out_dir: str, stage: dict, specs: d
             if face_check or spec["input_kind"] == IMAGE:
                 if facts is None:
                     try:  # once per clip, for every generator that needs faces or a still
-                        facts = inspect_target(video, int(clip["frames"]), stage["face_sample_frames"])
+                        facts = inspect_target(video, int(clip["frames"]), stage.face_sample_frames)
                     except Exception as exc:
                         facts = exc
                 if isinstance(facts, Exception):
                     raise facts
-                if face_check and facts["face_fraction"] < stage["min_face_fraction"]:
+                if face_check and facts["face_fraction"] < stage.min_face_fraction:
                     from avlips.media.errors import NoFace
 
                     raise NoFace(clip["path"], f"face found in {facts['faces']} of {facts['sampled']} sampled frames "
-                                               f"(need {stage['min_face_fraction']:.0%}) for {spec['name']}")
+                                               f"(need {stage.min_face_fraction:.0%}) for {spec['name']}")
             if fake["driving_audio"] not in driving_checked:
                 try:
                     local_audio = _local(fake["driving_audio"], scratch)
                     driving_checked[fake["driving_audio"]] = check_driving(
-                        local_audio, stage["min_driving_s"], stage["silence_dbfs"])
+                        local_audio, stage.min_driving_s, stage.silence_dbfs)
                 except Exception as exc:
                     driving_checked[fake["driving_audio"]] = exc
             seconds = driving_checked[fake["driving_audio"]]
             if isinstance(seconds, Exception):
                 raise seconds
             results.append(_make_one(clip, fake, spec, video, facts, float(seconds), out_dir, scratch,
-                                     float(stage.get("max_av_gap_s", STAGE_DEFAULTS["max_av_gap_s"]))))
+                                     stage.max_av_gap_s))
             Metrics.counter(STAGE, "made").inc()
         except Exception as exc:  # every failure of one fake is a record, never a crash of the stage
             results.append(_failure(clip, fake, exc))
@@ -415,7 +420,7 @@ def _failure(clip: dict, fake: dict, exc: BaseException) -> dict:
 
 
 def _make_one(clip: dict, fake: dict, spec: dict, video: str, facts: dict | None, driving_seconds: float,
-              out_dir: str, scratch: str, max_av_gap_s: float = STAGE_DEFAULTS["max_av_gap_s"]) -> dict:
+              out_dir: str, scratch: str, max_av_gap_s: float = SynthesizeConfig.max_av_gap_s) -> dict:
     """Make one fake in scratch, check it, then move it and its sidecar into place."""
     import cv2
 
@@ -514,12 +519,13 @@ def run_synthesize(out_dir: str, params: dict, runner: str = "DirectRunner", wor
     Raises SynthesizeInputError when it cannot run and StageFailed above the failure threshold.
     """
     started = time.time()
-    stage, blocks = stage_settings(params)
+    stage = SynthesizeConfig.from_params(params)
+    blocks = stage.enabled_generators()
     ffmpeg = configure_ffmpeg(params)  # a bad media.ffmpeg stops the stage before it writes anything
     seed = int(params.get("seed", 0))
-    clips = _read_manifest(stage["clips"], ("clip_id", "identity", "path", "label", "split", "fps", "frames",
+    clips = _read_manifest(stage.clips or _not_set("clips"), ("clip_id", "identity", "path", "label", "split", "fps", "frames",
                                             "duration"), "corpus", optional=("centred",))
-    audio = {row["clip_id"]: row for row in _read_manifest(stage["audio"], ("clip_id", "path", "duration",
+    audio = {row["clip_id"]: row for row in _read_manifest(stage.audio or _not_set("audio"), ("clip_id", "path", "duration",
                                                                             "params_hash"), "denoise")}
     specs = [generator_spec(name, block) for name, block in blocks.items()]
     for spec in specs:
@@ -534,7 +540,7 @@ def run_synthesize(out_dir: str, params: dict, runner: str = "DirectRunner", wor
     storage.makedirs(out_dir)
     by_name = {spec["name"]: spec for spec in specs}
     pipeline = beam.Pipeline(options=pipeline_options(runner, workers, beam_args))
-    with pipeline:
+    with _progress.running(sum(len(item["fakes"]) for item in items)), pipeline:
         _ = (
             pipeline
             | "Targets" >> beam.Create(items, reshuffle=len(items) > 1)
@@ -548,5 +554,5 @@ def run_synthesize(out_dir: str, params: dict, runner: str = "DirectRunner", wor
     log.info("synthesize done: inputs=%d fakes=%d (made=%d reused=%d) failures=%d (%s) in %.1fs", stats["inputs"],
              stats["fakes"], made, reused, stats["failures"],
              ", ".join(f"{k}={v}" for k, v in stats["failures_by_error"].items()) or "none", time.time() - started)
-    check_threshold(STAGE, stats["inputs"], stats["failures"], stage["max_failure_fraction"])
+    check_threshold(STAGE, stats["inputs"], stats["failures"], stage.max_failure_fraction)
     return {**stats, "made": made, "reused": reused}

@@ -212,3 +212,20 @@ def test_target_without_audio_is_a_generator_error(synthetic, tmp_path: Path) ->
     write_video(silent_target, synthetic["frames"][:25], FPS)
     with pytest.raises(GeneratorError, match="no audio"):
         MouthRewrite().generate(_target(silent_target), _driving(synthetic["wav"]), tmp_path / "out.mp4")
+
+
+def test_settings_are_a_checked_frozen_config() -> None:
+    from avlips.errors import ParamsError
+    from avlips.generators.mouth_rewrite import DEFAULTS, MouthRewriteSettings
+
+    generator = MouthRewrite(crf=20, fmin=100, enabled=True)  # `enabled` is the stage's key, not the generator's
+    assert generator.options == MouthRewriteSettings(crf=20, fmin=100.0) and generator.settings["fmin"] == 100.0
+    assert generator._options({"smoothness": 0.1, "seed": 3}).smoothness == 0.1  # a call's seed is not ours
+    assert MouthRewrite().settings == DEFAULTS
+    with pytest.raises(ParamsError, match=r"synthesize.generators.mouth_rewrite: unknown key 'smothness' "
+                                          r"\(did you mean 'smoothness'\?\)"):
+        MouthRewrite(smothness=0.5)
+    with pytest.raises(ParamsError, match="synthesize.generators.mouth_rewrite.crf: expected int, got str 'high'"):
+        MouthRewrite(crf="high")
+    with pytest.raises(ParamsError, match="color_match must be band, mask or none"):
+        MouthRewrite(color_match="all")

@@ -98,13 +98,15 @@ def test_bad_audio_is_refused(speech):
 
 def test_settings_are_checked_and_hashed():
     assert denoise_settings() == DEFAULTS
-    with pytest.raises(ValueError, match="unknown denoise settings: prop_decrese"):
+    with pytest.raises(ValueError, match="denoise: unknown key 'prop_decrese' \\(did you mean 'prop_decrease'\\?\\)"):
         denoise_settings({"prop_decrese": 0.5})
     with pytest.raises(ValueError, match="needs denoise.stationary"):
         denoise_settings({"stationary": False, "noise_profile": "quietest"})
     with pytest.raises(ValueError, match="noise_profile"):
         denoise_settings({"noise_profile": "loudest"})
-    assert denoise_settings({"out": "x", "n_fft": "256"}, ignore=("out",))["n_fft"] == 256
+    assert denoise_settings({"out": "x", "n_fft": 256.0}, ignore=("out",))["n_fft"] == 256
+    with pytest.raises(ValueError, match="denoise.n_fft: expected int"):
+        denoise_settings({"n_fft": "256"})
     assert settings_hash({}) == settings_hash(DEFAULTS)
     assert settings_hash({"prop_decrease": 0.5}) != settings_hash({})
     assert '"noisereduce_version"' in settings_json({})

@@ -13,7 +13,8 @@ from avlips.media.encode import write_video, write_wav
 from avlips.media.denoise import settings_record
 from avlips.media.synthetic import make_persona, speech_like_audio
 from avlips.pipelines.corpus import run_corpus
-from avlips.pipelines.denoise import DenoiseInputError, run_denoise, stage_settings
+from avlips.errors import ParamsError
+from avlips.pipelines.denoise import DenoiseConfig, DenoiseInputError, run_denoise
 from avlips.pipelines.failures import StageFailed
 from tests.conftest import gradient_frames
 
@@ -88,7 +89,7 @@ def test_stage_denoises_good_clips_and_records_bad_ones(clips_parquet, tmp_path)
         assert len(data) == row.samples and row.duration == pytest.approx(1.6, abs=0.05)
         assert row.rms == pytest.approx(float(np.sqrt(np.mean(data.astype(np.float64) ** 2))), rel=1e-3)
         assert row.snr_after_db > row.snr_before_db
-        assert json.loads(row.params) == settings_record(stage_settings(PARAMS)[0])
+        assert json.loads(row.params) == settings_record(DenoiseConfig.from_params(PARAMS).denoiser)
     assert audio["params_hash"].nunique() == 1
     assert not list(out.glob("*.tmp-*")) and not list(out.glob(".*part*"))
 
@@ -156,5 +157,5 @@ def test_failure_threshold_stops_the_stage(clips_parquet, tmp_path):
 def test_stage_cannot_run_without_clips(tmp_path):
     with pytest.raises(DenoiseInputError, match="no such clips manifest"):
         run_denoise(str(tmp_path / "nope.parquet"), str(tmp_path / "a"), PARAMS)
-    with pytest.raises(DenoiseInputError, match="unknown denoise settings"):
+    with pytest.raises(ParamsError, match="denoise: unknown key 'nfft' \\(did you mean 'n_fft'\\?\\)"):
         run_denoise(str(tmp_path / "nope.parquet"), str(tmp_path / "a"), {"denoise": {"nfft": 256}})

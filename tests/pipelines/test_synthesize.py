@@ -19,7 +19,7 @@ from avlips.media.probe import probe
 from avlips.pipelines.corpus import run_corpus
 from avlips.pipelines.denoise import run_denoise
 from avlips.pipelines.failures import StageFailed
-from avlips.pipelines.synthesize import FAKE_SCHEMA, STAGE_DEFAULTS, choose_driving, inspect_target, make_fakes, run_synthesize
+from avlips.pipelines.synthesize import FAKE_SCHEMA, SynthesizeConfig, choose_driving, inspect_target, make_fakes, run_synthesize
 from tests.conftest import gradient_frames, tone
 
 COLUMNS = ["fake_id", "path", "target_clip", "driving_clip", "driving_audio", "generator", "generator_version",
@@ -306,7 +306,7 @@ def test_a_fake_whose_video_is_much_shorter_than_its_audio_is_a_failure(tmp_path
             "params_hash": "x"}
     spec = {"name": "three_frames", "settings": {}, "version": "1", "input_kind": base.VIDEO, "needs_face": False}
     out = tmp_path / "fakes"
-    [result] = make_fakes({"clip": clip, "fakes": [fake]}, str(out), dict(STAGE_DEFAULTS), {"three_frames": spec})
+    [result] = make_fakes({"clip": clip, "fakes": [fake]}, str(out), SynthesizeConfig(), {"three_frames": spec})
     assert result["failure"]["error"] == "GeneratorError"
     assert "3 frames (0.12 s of video) with 2.00 s of audio" in result["failure"]["message"]
     assert not any(p.is_file() for p in out.rglob("*"))  # nothing left under a final name
