@@ -3,6 +3,11 @@
     train(params, "data/shards/clean/train-{000000..000009}.tar", "data/shards/clean/val-{000000..000001}.tar")
     torchrun --nproc_per_node 2 -m avlips.model.train --params params.yaml --train-shards ... --val-shards ...
 
+`train` sets up the process group and drives a `TrainingRun` (set-up, resume, steps, checkpoints,
+validation, finish). Validation scores the model with `model.scoring.score_windows`, the loop the
+evaluate stage uses too. `python -m avlips.model.train` takes the arguments of `avlips train`
+(one parser, `avlips.cli_args.train_parser`).
+
 A run resumed from its checkpoint continues exactly (same losses as an uninterrupted run on CPU): the
 checkpoint holds model, optimizer, scheduler, step, RNG states and every loader worker's cursor (see
 model.loader), and the resumed loader skips what was already seen and rotates its workers to match.
@@ -34,10 +39,12 @@ from .checkpoints import (
 )
 from .config import TrainConfig
 from .lipfd import LipFD, build_lipfd
-from .loader import Batch, LoaderConfig, LoaderStats, batch_inputs, make_loader
+from .loader import Batch, LoaderConfig, LoaderStats, batch_inputs, expand_shards, make_loader
 from .losses import LipFDLoss, lipfd_loss
+from .scoring import score_windows
 
-__all__ = ["WarmupCosine", "train", "evaluate", "setup_distributed", "main", "CHECKPOINT_NAME"]
+__all__ = ["WarmupCosine", "TrainingRun", "train", "train_from_inputs", "evaluate", "data_fingerprint",
+           "setup_distributed", "main", "CHECKPOINT_NAME"]
 
 log = logging.getLogger("avlips.train")
 CHECKPOINT_NAME = "last.pt"
@@ -115,10 +122,9 @@ def _is_tty() -> bool:
     return sys.stderr.isatty()
 
 
-# ------------------------------------------------------------------------------------------ evaluate
+# ------------------------------------------------------------------------------------------ validation
 
 
-@torch.no_grad()
 def evaluate(
     model: nn.Module,
     shards: str | Sequence[str],
@@ -129,21 +135,10 @@ def evaluate(
     """Window-level AUC/accuracy (fake = positive, threshold 0.5) and clip-level AUC (mean score per clip)."""
     from sklearn.metrics import roc_auc_score
 
-    was_training = model.training
-    model.eval()
-    scores: list[float] = []
-    labels: list[int] = []
-    clips: list[str] = []
     stats: dict[int, dict] = {}
-    for batch in make_loader(shards, loader_config, rank=0, world_size=1):
-        global_input, crops = batch_inputs(batch, loader_config, device)
-        with autocast or nullcontext():
-            out = model(global_input, crops)
-        scores += torch.sigmoid(out.logit.float()).cpu().tolist()
-        labels += [int(v) for v in batch.labels.tolist()]
-        clips += batch.clips
-        stats[batch.worker] = batch.stats
-    model.train(was_training)
+    scored = list(score_windows(model, shards, loader_config, device, autocast, worker_stats=stats))
+    scores = [s.probability for s in scored]
+    labels = [s.label for s in scored]
     result: dict[str, Any] = {"samples": len(scores), "auc": None, "acc": None, "clip_auc": None}
     if not scores:
         return result
@@ -153,9 +148,9 @@ def evaluate(
         result["auc"] = float(roc_auc_score(y, s))
         per_clip: dict[str, list[float]] = {}
         clip_label: dict[str, int] = {}
-        for clip, score, label in zip(clips, scores, labels):
-            per_clip.setdefault(clip, []).append(score)
-            clip_label[clip] = label
+        for window in scored:
+            per_clip.setdefault(window.clip, []).append(window.probability)
+            clip_label[window.clip] = window.label
         names = sorted(per_clip)
         if len({clip_label[n] for n in names}) == 2:
             result["clip_auc"] = float(roc_auc_score([clip_label[n] for n in names],
@@ -164,13 +159,11 @@ def evaluate(
     return result
 
 
-# ------------------------------------------------------------------------------------------ train
+# ------------------------------------------------------------------------------------------ resume
 
 
 def data_fingerprint(shards: str | Sequence[str]) -> list[list[Any]]:
     """The training data as resume sees it: each shard URL, with size and mtime for local files."""
-    from .loader import expand_shards
-
     rows = []
     for url in expand_shards(shards):
         path = Path(url.removeprefix("file:"))
@@ -188,12 +181,6 @@ def _same_run(contents: Mapping[str, Any], config: TrainConfig, data: list[list[
     return extra.get("train") == config.to_dict() and extra.get("data") == data
 
 
-def _resolve_config(params_or_config: TrainConfig | Mapping[str, Any]) -> TrainConfig:
-    if isinstance(params_or_config, TrainConfig):
-        return params_or_config
-    return TrainConfig.from_params(params_or_config)
-
-
 def _start_cursors(extra: Mapping[str, Any] | None, rank: int, world: int, workers: int) -> dict[int, tuple[int, int]]:
     """This rank's loader cursors from a checkpoint's extra data (approximate when the layout changed)."""
     if not extra or "cursors" not in extra:
@@ -207,6 +194,263 @@ def _start_cursors(extra: Mapping[str, Any] | None, rank: int, world: int, worke
                 "(all workers start epoch %d)", world, workers, extra.get("world_size"), extra.get("num_workers"),
                 latest + 1)
     return {w: (latest + 1, 0) for w in range(max(1, workers))}
+
+
+# ------------------------------------------------------------------------------------------ a training run
+
+
+class TrainingRun:
+    """One training of LipFD on one rank, from set-up to the written model and metrics.
+
+        run = TrainingRun(config, train_shards, val_shards, "models/lipfd.pt")
+        run.setup()          # device, seeded model, optimizer, schedule
+        run.resume("auto")   # or a checkpoint path, or None
+        metrics = run.run()  # steps (checkpointing, validating), then finish()
+
+    `run` drives `step` (one optimizer step on one batch), `checkpoint`, `validate` and `finish`; they
+    are separate so that each can be read, and called, on its own. The order of set-up, resume and the
+    loader's start is the order of random draws, which exact resume depends on: keep it.
+    Under torchrun every rank makes its own run (`rank`, `world`, `local_rank` of setup_distributed);
+    rank 0 writes the files.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        train_shards: str | Sequence[str],
+        val_shards: str | Sequence[str] | None = None,
+        model_path: str | os.PathLike[str] = "models/lipfd.pt",
+        metrics_path: str | os.PathLike[str] | None = None,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        *,
+        rank: int = 0,
+        world: int = 1,
+        local_rank: int = 0,
+        on_batch: Callable[[int, Batch, LipFDLoss, LipFD], None] | None = None,
+        started: float | None = None,
+    ) -> None:
+        self.config = config
+        self.train_shards, self.val_shards = train_shards, val_shards
+        self.model_path = Path(model_path)
+        self.metrics_path = Path(metrics_path) if metrics_path else None
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else self.model_path.parent / "checkpoints"
+        self.rank, self.world, self.local_rank = rank, world, local_rank
+        self.on_batch = on_batch
+        self.started = time.time() if started is None else started
+        self.steps_done = 0  # optimizer steps taken, resumed ones included
+        self.resumed_from = 0
+        self.cursors: dict[int, tuple[int, int]] = {}  # logical loader worker -> (epoch, raw samples consumed)
+        self.worker_stats: dict[int, dict] = {}  # logical loader worker -> its latest LoaderStats dict
+        self.history: list[dict[str, float]] = []
+        self.validations: list[dict[str, Any]] = []
+        self.samples_seen = 0  # by all ranks, since this process started training
+        self.data = data_fingerprint(train_shards)
+
+    # -- set-up
+
+    def setup(self) -> None:
+        """Device, autocast, the seeded model with its initial weights, optimizer and LR schedule."""
+        config = self.config
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.device = _device(config, self.local_rank)
+        self.autocast = _autocast(config, self.device)
+        _seed_everything(config.seed)  # the same initial weights on every rank (DDP also broadcasts them)
+        self.model = build_lipfd(config.model_config()).to(self.device)
+        _initial_weights(self.model, config)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=config.lr, betas=config.betas,
+                                           weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, WarmupCosine(config.warmup_steps, config.steps, config.min_lr_ratio))
+        self.train_loader_config = config.loader_config(self.device.type, train=True)
+
+    def resume(self, resume: str | os.PathLike[str] | None) -> None:
+        """Continue from a checkpoint: a path, or "auto" for this run's last one when it was made by the same
+        training (same settings, same shards); model, optimizer, schedule, RNG states and loader cursors."""
+        contents = None  # the checkpoint file, read once for the check and the restore
+        if resume == "auto":
+            resume, contents = self._auto_resume_file()
+        if not resume:
+            return
+        loaded = load_checkpoint(contents if contents is not None else resume, self.model, self.optimizer,
+                                 self.scheduler, restore_rng=True)
+        self.steps_done = self.resumed_from = loaded.step
+        self.cursors = _start_cursors(loaded.extra, self.rank, self.world, self.config.num_workers)
+        log.info("resumed from %s at step %d", resume, self.steps_done)
+
+    def _auto_resume_file(self) -> tuple[Path | None, Any]:
+        """(this run's last checkpoint, its contents), or (None, None) when there is none to continue."""
+        last = self.checkpoint_dir / CHECKPOINT_NAME
+        if not last.exists():
+            return None, None
+        try:
+            contents = read_checkpoint_file(last)
+        except CheckpointFormatError as exc:
+            # Cut short (a full disk, a killed copy): nothing to continue. Kept aside, not overwritten.
+            kept = last.with_name(last.name + ".unreadable")
+            if self.rank == 0:
+                os.replace(last, kept)
+            log.warning("not resuming: %s; moved to %s, starting afresh", exc, kept)
+            return None, None
+        if not isinstance(contents, Mapping) or not _same_run(contents, self.config, self.data):
+            # A leftover of other settings or other shards: continuing it would mix two trainings.
+            log.warning("not resuming %s: it was trained with other settings or shards; starting afresh", last)
+            return None, None
+        return last, contents
+
+    # -- training
+
+    def run(self, stop_after: int | None = None) -> dict[str, Any]:
+        """Train to config.steps (or stop, checkpointed, at `stop_after`, as a preemption would); then finish."""
+        config = self.config
+        self.net: nn.Module = self.model
+        if self.world > 1:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.local_rank] if self.device.type == "cuda" else None)
+        workers = max(1, config.num_workers)
+        loader = make_loader(self.train_shards, self.train_loader_config, rank=self.rank, world_size=self.world,
+                             start=self.cursors, worker_offset=self.steps_done % workers)
+        end = config.steps if stop_after is None else min(config.steps, stop_after)
+        progress = None
+        if self.rank == 0 and _is_tty():
+            from tqdm import tqdm
+
+            progress = tqdm(total=config.steps, initial=self.steps_done, desc="train", unit="step", dynamic_ncols=True)
+        self.training_started = time.time()
+        self.net.train()
+        batches = iter(loader)
+        while self.steps_done < end:
+            row = self.step(next(batches))
+            self._report(row, end, progress)
+            if self.steps_done % max(1, config.checkpoint_every) == 0 or self.steps_done == end:
+                self.checkpoint()
+            if config.val_every and self.steps_done % config.val_every == 0 and self.steps_done < config.steps:
+                self._record(self.validate())
+        if progress is not None:
+            progress.close()
+        del batches, loader  # ends the workers before validation starts its own
+        return self.finish(time.time() - self.training_started)
+
+    def step(self, batch: Batch) -> dict[str, float]:
+        """One optimizer step on a batch; returns its history row (losses averaged over ranks, LR)."""
+        config = self.config
+        global_input, crops = batch_inputs(batch, self.train_loader_config, self.device)
+        labels = batch.labels.to(self.device)
+        with self.autocast:
+            output = self.net(global_input, crops)
+        losses = lipfd_loss(output, labels, config.region_weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.total.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.trainable, config.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.steps_done += 1
+        self.cursors[batch.worker] = batch.cursor
+        self.worker_stats[batch.worker] = batch.stats
+        self.samples_seen += len(batch.keys) * self.world
+        values = torch.stack([losses.total.detach(), losses.classification.detach(), losses.region.detach()]).float()
+        if self.world > 1:
+            torch.distributed.all_reduce(values)
+            values /= self.world
+        total, cls, region = (float(v) for v in values.cpu())
+        row = {"step": self.steps_done, "loss": total, "classification": cls, "region": region,
+               "lr": float(self.scheduler.get_last_lr()[0])}
+        self.history.append(row)
+        if self.on_batch is not None:
+            self.on_batch(self.steps_done, batch, losses, self.model)
+        return row
+
+    def _report(self, row: dict[str, float], end: int, progress: Any) -> None:
+        """The progress bar on a terminal, else a log line every log_every steps (rank 0)."""
+        rate = self.samples_seen / max(1e-9, time.time() - self.training_started)
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(loss=f"{row['loss']:.4f}", cls=f"{row['classification']:.4f}", sps=f"{rate:.1f}")
+        elif self.rank == 0 and (self.steps_done % max(1, self.config.log_every) == 0 or self.steps_done == end):
+            log.info("step %d/%d loss %.4f cls %.4f region %.4f lr %.2e %.2f samples/s", self.steps_done,
+                     self.config.steps, row["loss"], row["classification"], row["region"], row["lr"], rate)
+
+    def checkpoint(self, path: str | os.PathLike[str] | None = None) -> None:
+        """Save everything resume needs (default `<checkpoint_dir>/last.pt`), with every rank's loader cursors."""
+        path = Path(path) if path is not None else self.checkpoint_dir / CHECKPOINT_NAME
+        gathered: list[Any] = [self.cursors]
+        if self.world > 1:
+            gathered = [None] * self.world
+            torch.distributed.all_gather_object(gathered, {int(k): list(v) for k, v in self.cursors.items()})
+        if self.rank == 0:
+            extra = {"cursors": {str(r): {str(k): list(v) for k, v in dict(c).items()} for r, c in enumerate(gathered)},
+                     "world_size": self.world, "num_workers": self.config.num_workers, "train": self.config.to_dict(),
+                     "data": self.data}
+            save_checkpoint(path, self.model, self.optimizer, self.scheduler, step=self.steps_done,
+                            config=self.model.config, extra=extra)
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def validate(self) -> dict[str, Any] | None:
+        """Validation metrics of the current model on rank 0 (None without validation shards or on other ranks)."""
+        if not self.val_shards:
+            return None
+        result = None
+        if self.rank == 0:
+            result = evaluate(self.model, self.val_shards, self.config.loader_config(self.device.type, train=False),
+                              self.device, self.autocast)
+            log.info("validation at step %d: auc=%s acc=%s clip_auc=%s (%d samples)", self.steps_done,
+                     _fmt(result["auc"]), _fmt(result["acc"]), _fmt(result["clip_auc"]), result["samples"])
+        if self.world > 1:
+            torch.distributed.barrier()
+        return result
+
+    def _record(self, validation: dict[str, Any] | None) -> None:
+        if validation is not None:
+            self.validations.append({"step": self.steps_done, **validation})
+
+    def finish(self, seconds_training: float) -> dict[str, Any]:
+        """The final validation and metrics; rank 0 writes the model (when all steps are done) and the metrics."""
+        config = self.config
+        finished = self.steps_done >= config.steps
+        val = self.validate() if finished else None
+        self._record(val)
+        recent = self.history[-10:]
+        loader_totals = (LoaderStats.merge(list(self.worker_stats.values())) if self.worker_stats
+                         else LoaderStats()).to_dict()
+        metrics: dict[str, Any] = {
+            "steps": self.steps_done,
+            "finished": finished,
+            "resumed_from_step": self.resumed_from,
+            "final_loss": float(np.mean([h["loss"] for h in recent])) if recent else None,
+            "final_classification_loss": float(np.mean([h["classification"] for h in recent])) if recent else None,
+            "val_auc": val["auc"] if val else None,
+            "val_acc": val["acc"] if val else None,
+            "val_clip_auc": val["clip_auc"] if val else None,
+            "val_samples": val["samples"] if val else 0,
+            "samples_per_s": self.samples_seen / max(1e-9, seconds_training),
+            "seconds": time.time() - self.started,
+            "seconds_training": seconds_training,
+            "world_size": self.world,
+            "device": str(self.device),
+            "loader": {k: v for k, v in loader_totals.items() if k != "errors"},
+            "validations": self.validations,
+        }
+        if self.rank == 0:
+            if finished:
+                save_checkpoint(self.model_path, self.model, step=self.steps_done, config=self.model.config,
+                                extra={"train": config.to_dict(), "metrics": {k: v for k, v in metrics.items()
+                                                                              if k not in ("validations", "loader")}})
+            if self.metrics_path:
+                self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.metrics_path.with_suffix(".json.tmp")
+                tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+                os.replace(tmp, self.metrics_path)
+        metrics["history"] = self.history
+        return metrics
+
+
+def _resolve_config(params_or_config: TrainConfig | Mapping[str, Any]) -> TrainConfig:
+    if isinstance(params_or_config, TrainConfig):
+        return params_or_config
+    return TrainConfig.from_params(params_or_config)
 
 
 def train(
@@ -230,183 +474,14 @@ def train(
     started = time.time()
     rank, world, local_rank, created_group = setup_distributed()
     try:
-        return _train(config, train_shards, val_shards, Path(model_path), metrics_path, checkpoint_dir, resume,
-                      stop_after, on_batch, rank, world, local_rank, started)
+        run = TrainingRun(config, train_shards, val_shards, model_path, metrics_path, checkpoint_dir, rank=rank,
+                          world=world, local_rank=local_rank, on_batch=on_batch, started=started)
+        run.setup()
+        run.resume(resume)
+        return run.run(stop_after)
     finally:
         if created_group:
             torch.distributed.destroy_process_group()
-
-
-def _train(config, train_shards, val_shards, model_path, metrics_path, checkpoint_dir, resume, stop_after,
-           on_batch, rank, world, local_rank, started) -> dict[str, Any]:
-    import torch.distributed as dist
-
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = _device(config, local_rank)
-    autocast = _autocast(config, device)
-    _seed_everything(config.seed)  # the same initial weights on every rank (DDP also broadcasts them)
-    model = build_lipfd(config.model_config()).to(device)
-    _initial_weights(model, config)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, WarmupCosine(config.warmup_steps, config.steps, config.min_lr_ratio))
-
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else model_path.parent / "checkpoints"
-    data = data_fingerprint(train_shards)
-    contents = None  # the checkpoint file, read once for the check and the restore
-    if resume == "auto":
-        resume = checkpoint_dir / CHECKPOINT_NAME if (checkpoint_dir / CHECKPOINT_NAME).exists() else None
-        if resume is not None:
-            try:
-                contents = read_checkpoint_file(resume)
-            except CheckpointFormatError as exc:
-                # Cut short (a full disk, a killed copy): nothing to continue. Kept aside, not overwritten.
-                kept = resume.with_name(resume.name + ".unreadable")
-                if rank == 0:
-                    os.replace(resume, kept)
-                log.warning("not resuming: %s; moved to %s, starting afresh", exc, kept)
-                resume = None
-            if resume is not None and (not isinstance(contents, Mapping) or not _same_run(contents, config, data)):
-                # A leftover of other settings or other shards: continuing it would mix two trainings.
-                log.warning("not resuming %s: it was trained with other settings or shards; starting afresh", resume)
-                resume, contents = None, None
-    step, cursors = 0, {}
-    if resume:
-        loaded = load_checkpoint(contents if contents is not None else resume, model, optimizer, scheduler,
-                                 restore_rng=True)
-        step = loaded.step
-        cursors = _start_cursors(loaded.extra, rank, world, config.num_workers)
-        log.info("resumed from %s at step %d", resume, step)
-    resumed_from = step
-
-    net: nn.Module = model
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
-    train_loader_config = config.loader_config(device.type, train=True)
-    workers = max(1, config.num_workers)
-    loader = make_loader(train_shards, train_loader_config, rank=rank, world_size=world, start=cursors,
-                         worker_offset=step % workers)
-
-    def save(path: Path) -> None:
-        # Every rank's cursors, so that each rank resumes its own stream.
-        gathered = [cursors]
-        if world > 1:
-            gathered = [None] * world
-            dist.all_gather_object(gathered, {int(k): list(v) for k, v in cursors.items()})
-        if rank == 0:
-            extra = {"cursors": {str(r): {str(k): list(v) for k, v in dict(c).items()} for r, c in enumerate(gathered)},
-                     "world_size": world, "num_workers": config.num_workers, "train": config.to_dict(),
-                     "data": data}
-            save_checkpoint(path, model, optimizer, scheduler, step=step, config=model.config, extra=extra)
-        if world > 1:
-            dist.barrier()
-
-    def validate() -> dict[str, Any] | None:
-        if not val_shards:
-            return None
-        result = None
-        if rank == 0:
-            result = evaluate(model, val_shards, config.loader_config(device.type, train=False), device, autocast)
-            log.info("validation at step %d: auc=%s acc=%s clip_auc=%s (%d samples)", step, _fmt(result["auc"]),
-                     _fmt(result["acc"]), _fmt(result["clip_auc"]), result["samples"])
-        if world > 1:
-            dist.barrier()
-        return result
-
-    history: list[dict[str, float]] = []
-    worker_stats: dict[int, dict] = {}
-    validations: list[dict[str, Any]] = []
-    end = config.steps if stop_after is None else min(config.steps, stop_after)
-    progress = None
-    if rank == 0 and _is_tty():
-        from tqdm import tqdm
-
-        progress = tqdm(total=config.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
-    run_started, samples_seen = time.time(), 0
-    net.train()
-    batches = iter(loader)
-    while step < end:
-        batch = next(batches)
-        global_input, crops = batch_inputs(batch, train_loader_config, device)
-        labels = batch.labels.to(device)
-        with autocast:
-            output = net(global_input, crops)
-        losses = lipfd_loss(output, labels, config.region_weight)
-        optimizer.zero_grad(set_to_none=True)
-        losses.total.backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        cursors[batch.worker] = batch.cursor
-        worker_stats[batch.worker] = batch.stats
-        samples_seen += len(batch.keys) * world
-        values = torch.stack([losses.total.detach(), losses.classification.detach(), losses.region.detach()]).float()
-        if world > 1:
-            dist.all_reduce(values)
-            values /= world
-        total, cls, region = (float(v) for v in values.cpu())
-        history.append({"step": step, "loss": total, "classification": cls, "region": region,
-                        "lr": float(scheduler.get_last_lr()[0])})
-        if on_batch is not None:
-            on_batch(step, batch, losses, model)
-        rate = samples_seen / max(1e-9, time.time() - run_started)
-        if progress is not None:
-            progress.update(1)
-            progress.set_postfix(loss=f"{total:.4f}", cls=f"{cls:.4f}", sps=f"{rate:.1f}")
-        elif rank == 0 and (step % max(1, config.log_every) == 0 or step == end):
-            log.info("step %d/%d loss %.4f cls %.4f region %.4f lr %.2e %.2f samples/s", step, config.steps, total,
-                     cls, region, history[-1]["lr"], rate)
-        if step % max(1, config.checkpoint_every) == 0 or step == end:
-            save(checkpoint_dir / CHECKPOINT_NAME)
-        if config.val_every and step % config.val_every == 0 and step < config.steps:
-            result = validate()
-            if result is not None:
-                validations.append({"step": step, **result})
-    if progress is not None:
-        progress.close()
-    del batches, loader  # ends the workers before validation starts its own
-    seconds_training = time.time() - run_started
-
-    finished = step >= config.steps
-    val = validate() if finished else None
-    if val is not None:
-        validations.append({"step": step, **val})
-    recent = history[-10:]
-    loader_totals = LoaderStats.merge(list(worker_stats.values())).to_dict() if worker_stats else LoaderStats().to_dict()
-    metrics: dict[str, Any] = {
-        "steps": step,
-        "finished": finished,
-        "resumed_from_step": resumed_from,
-        "final_loss": float(np.mean([h["loss"] for h in recent])) if recent else None,
-        "final_classification_loss": float(np.mean([h["classification"] for h in recent])) if recent else None,
-        "val_auc": val["auc"] if val else None,
-        "val_acc": val["acc"] if val else None,
-        "val_clip_auc": val["clip_auc"] if val else None,
-        "val_samples": val["samples"] if val else 0,
-        "samples_per_s": samples_seen / max(1e-9, seconds_training),
-        "seconds": time.time() - started,
-        "seconds_training": seconds_training,
-        "world_size": world,
-        "device": str(device),
-        "loader": {k: v for k, v in loader_totals.items() if k != "errors"},
-        "validations": validations,
-    }
-    if rank == 0:
-        if finished:
-            save_checkpoint(model_path, model, step=step, config=model.config,
-                            extra={"train": config.to_dict(), "metrics": {k: v for k, v in metrics.items()
-                                                                          if k not in ("validations", "loader")}})
-        if metrics_path:
-            Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(metrics_path).with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-            os.replace(tmp, metrics_path)
-    metrics["history"] = history
-    return metrics
 
 
 def _fmt(value: float | None) -> str:

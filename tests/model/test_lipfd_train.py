@@ -16,6 +16,8 @@ from avlips.media.sample import WindowSample
 from avlips.model.checkpoints import CheckpointMismatchError, load_checkpoint, save_checkpoint
 from avlips.model.config import TrainConfig
 from avlips.model.lipfd import build_lipfd
+from avlips.model.loader import batch_inputs, make_loader
+from avlips.model.scoring import score_windows
 from avlips.model.train import WarmupCosine, train
 
 
@@ -190,3 +192,22 @@ def test_auto_resume_from_a_cut_checkpoint_starts_afresh_and_keeps_the_file(tmp_
     assert again["resumed_from_step"] == 0 and again["steps"] == 2
     assert (ckpt / "last.pt.unreadable").read_bytes() == cut
     assert load_checkpoint(last).step == 2  # the new run's own checkpoint
+
+
+@pytest.mark.slow
+def test_scoring_covers_every_window_in_loader_order_in_eval_mode_and_restores_the_mode(shard_spec):
+    # The loop of training's validation and of evaluate: one pass, sigmoid of the eval-mode logit.
+    torch.manual_seed(0)
+    model = build_lipfd(encoder="vit-tiny", backbone="resnet18").train()
+    cfg = _config(num_workers=0, val_batch_size=3).loader_config("cpu", train=False)
+    one_shard = str(Path(shard_spec).parent / "train-000000.tar")  # 4 windows: batches of 3 and 1
+    stats: dict = {}
+    scored = list(score_windows(model, one_shard, cfg, "cpu", worker_stats=stats))
+    assert model.training  # put back as it was
+    batches = list(make_loader(one_shard, cfg))
+    assert [w.key for w in scored] == [k for b in batches for k in b.keys] and len(scored) == 4
+    assert [w.label for w in scored] == [int(v) for b in batches for v in b.labels.tolist()]
+    assert stats[0]["samples"] == 4 and stats[0]["skipped_samples"] == 0
+    with torch.no_grad():
+        last = model.eval()(*batch_inputs(batches[-1], cfg, "cpu")).logit.float().sigmoid().tolist()
+    np.testing.assert_allclose([w.probability for w in scored[-len(last):]], last, rtol=0, atol=0)
