@@ -117,6 +117,23 @@ def cmd_perturb(args: argparse.Namespace, params: dict, passthrough: list[str]) 
     return 0
 
 
+def cmd_card(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
+    """Write the dataset card (CARD.md, card.json) of the build; exit 1 when it finds a violation."""
+    from avlips.pipelines.card import write_card
+
+    markdown = require(params, "card.markdown", "--markdown")
+    card = write_card(params, markdown, require(params, "card.json", "--json"))
+    summary = card["summary"]
+    print(f"card: identities={summary['identities']} clips={summary['clips']} fakes={summary['fakes']} "
+          f"windows={summary['windows']} shards={summary['shards']} violations={len(card['violations'])} "
+          f"-> {markdown}")
+    if card["violations"]:
+        more = f" (and {len(card['violations']) - 1} more)" if len(card["violations"]) > 1 else ""
+        print(f"avlips card: {card['violations'][0]}{more}; see {markdown}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_train(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
     """Train LipFD on the clean shards; write the model and metrics/train.json."""
     from avlips.cli_args import train_inputs
@@ -132,7 +149,8 @@ def cmd_evaluate(args: argparse.Namespace, params: dict, passthrough: list[str])
     """Score clean and perturbed test shards; write reports/robustness.{json,md} and plots; print the table."""
     from avlips.model.evaluate import print_table, run_evaluate
 
-    report = run_evaluate(require(params, "evaluate.model", "--model"), require(params, "evaluate.clean", "--clean"),
+    # Each detector's weights come from params (`detectors.<name>`; --model sets LipFD's).
+    report = run_evaluate("", require(params, "evaluate.clean", "--clean"),
                           param(params, "evaluate.perturbed") or "", require(params, "evaluate.out", "--out"),
                           params)
     print(print_table(report))
@@ -140,17 +158,28 @@ def cmd_evaluate(args: argparse.Namespace, params: dict, passthrough: list[str])
 
 
 def cmd_detect(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
-    """Score one video: per-window scores, the clip's fake probability and a verdict."""
+    """Score one video with a detector: per-window scores (sync: best offset, confidence), the verdict."""
     import json
 
     from avlips.model.detect import detect, format_detection
+    from avlips.model.detector_set import default_detector
     from avlips.pipelines.compose import ComposeConfig
 
     window = ComposeConfig.from_params(params).windows
-    checkpoint = require(params, "evaluate.model", "--checkpoint")
-    result = detect(args.video, args.audio, checkpoint, window, centred=True if args.centred else None,
-                    threshold=args.threshold)
+    name = args.detector or default_detector(params)  # fused when LipFD's and sync's weights both exist
+    result = detect(args.video, args.audio, None, window, centred=True if args.centred else None,
+                    threshold=args.threshold, detector=name, params=params)
+    for warning in result.warnings:  # what the scores do not mean, said where a user sees it
+        print(f"avlips detect: WARNING: {warning}", file=sys.stderr)
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_detection(result))
+    return 0
+
+
+def cmd_detectors_list(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
+    """List the installed detectors: name, version, what they read, ready or not and why."""
+    from avlips.model.detector_set import format_detector_table, list_detectors
+
+    print(format_detector_table(list_detectors(params)))
     return 0
 
 
@@ -204,12 +233,17 @@ def build_parser() -> argparse.ArgumentParser:
                          help="shards (brace notation) or a video: write a types x levels grid PNG instead")
     perturb.add_argument("--key", help="with --preview on shards: the sample to show (default: the first)")
 
+    card = sub.add_parser("card", help="write the dataset card of the build (CARD.md and card.json)")
+    key_flag(card, "--markdown", "card.markdown", "the Markdown card to write")
+    key_flag(card, "--json", "card.json", "the JSON card to write")
+    card.set_defaults(handler=cmd_card)
+
     train = sub.add_parser("train", help="train LipFD on the shards (multi-GPU: torchrun -m avlips.model.train)")
     add_train_arguments(train)  # the same arguments as python -m avlips.model.train
     train.set_defaults(handler=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="robustness report on the clean and perturbed test shards")
-    key_flag(evaluate, "--model", "evaluate.model", "checkpoint (ours or the released LipFD file)")
+    key_flag(evaluate, "--model", "detectors.lipfd.model", "LipFD checkpoint (ours or the released LipFD file)")
     key_flag(evaluate, "--clean", "evaluate.clean", "clean shard directory")
     key_flag(evaluate, "--perturbed", "evaluate.perturbed", "perturbed shard directory ('' for clean only)")
     key_flag(evaluate, "--out", "evaluate.out", "report directory")
@@ -218,11 +252,18 @@ def build_parser() -> argparse.ArgumentParser:
     detect = sub.add_parser("detect", help="score one video")
     detect.add_argument("video")
     detect.add_argument("--audio", help="audio to pair with the video (default: its own track)")
-    key_flag(detect, "--checkpoint", "evaluate.model", "model (ours or the released LipFD file)")
+    key_flag(detect, "--checkpoint", "detectors.lipfd.model", "LipFD checkpoint (ours or the released LipFD file)")
+    detect.add_argument("--detector", help="lipfd, sync, fused or another installed detector (default: fused when "
+                                           "LipFD's and sync's weights exist, else lipfd)")
     detect.add_argument("--centred", action="store_true", help="the video is already a face crop: use whole frames")
     detect.add_argument("--threshold", type=float, default=0.5, help="probability above which the verdict is fake")
     detect.add_argument("--json", action="store_true", help="print JSON")
     detect.set_defaults(handler=cmd_detect)
+
+    detectors = sub.add_parser("detectors", help="the installed lip-sync deepfake detectors (plugins included)")
+    detectors_sub = detectors.add_subparsers(dest="detectors_command", required=True)
+    detectors_list = detectors_sub.add_parser("list", help="name, version, fields read and readiness of each detector")
+    detectors_list.set_defaults(handler=cmd_detectors_list)
 
     render = sub.add_parser("render", help="render a stored sample in the reference layout")
     render.add_argument("--shards", required=True, help="shard paths, brace notation allowed")

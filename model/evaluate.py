@@ -5,7 +5,7 @@ import glob
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
@@ -13,7 +13,7 @@ import torch
 from avlips.errors import AvlipsInputError
 from avlips.model.checkpoints import CheckpointError
 from avlips.model.loader import LoaderConfig, batch_inputs, make_loader
-from avlips.model.report import CLEAN, ScoredWindow, build_report, markdown, write_report
+from avlips.model.report import CLEAN, ScoredWindow, markdown, write_report
 
 log = logging.getLogger("avlips.evaluate")
 
@@ -35,6 +35,7 @@ class Detector:
     crop_size: int
     device: torch.device
     source: str  # "avlips" or "reference"
+    extra: dict = field(default_factory=dict)  # what our checkpoints record besides weights (settings, provenance)
 
     def loader_config(self, batch_size: int = 16) -> LoaderConfig:
         """A one-pass, unshuffled loader config that feeds this model what it was trained on."""
@@ -68,18 +69,18 @@ def load_detector(path: str, device: str = "auto") -> Detector:
             input_mode = train.get("input_mode", getattr(config, "input_mode", "reference_compatible"))
             crop_size = int(train.get("crop_size", 224))
             model, source = loaded.model, "avlips"
+            extra = dict(loaded.extra) if isinstance(loaded.extra, dict) else {}
         except CheckpointFormatError:
             # Not our format: the released checkpoint was trained on BGR 0..255 at the reference sizes.
             model, _ = load_reference_checkpoint(contents)
-            input_mode, crop_size, source = "reference_compatible", 224, "reference"
+            input_mode, crop_size, source, extra = "reference_compatible", 224, "reference", {}
     except CheckpointError as exc:
         message = str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
         raise CheckpointUnusable(message) from exc
     model.eval().to(target)
-    return Detector(model, input_mode, crop_size, target, source)
+    return Detector(model, input_mode, crop_size, target, source, extra)
 
 
-@torch.no_grad()
 def score_shards(detector: Detector, shards: str | list[str], batch_size: int = 16
                  ) -> Iterator[tuple[str, str, int, float]]:
     """(key, clip, label, probability of fake) for every readable sample of the shards."""
@@ -106,14 +107,8 @@ def _test_shards(directory: str, split: str) -> list[str]:
     return sorted(glob.glob(os.path.join(directory, f"{split}-[0-9]*.tar")))
 
 
-def run_evaluate(model_path: str, clean_dir: str, perturbed_dir: str, reports_dir: str, params: dict) -> dict:
-    """Score the clean and every perturbed test shard set; write reports/robustness.{json,md} and plots."""
-    settings = params.get("evaluate", {})
-    split = settings.get("split", "test")
-    batch_size = int(settings.get("batch_size", 16))
-    started = time.time()
-    detector = load_detector(model_path, settings.get("device", "auto"))
-    generators = _generators_by_clip(clean_dir)
+def _shard_sets(clean_dir: str, perturbed_dir: str, split: str) -> list[tuple[str, int, list[str]]]:
+    """(perturbation type, level, shards): the clean set first, then every perturbed type and level."""
     sets = [(CLEAN, 0, _test_shards(clean_dir, split))]
     if perturbed_dir and os.path.isdir(perturbed_dir):
         for kind in sorted(os.listdir(perturbed_dir)):
@@ -122,23 +117,142 @@ def run_evaluate(model_path: str, clean_dir: str, perturbed_dir: str, reports_di
                 continue
             for level in sorted((d for d in os.listdir(kind_dir) if d.isdigit()), key=int):
                 sets.append((kind, int(level), _test_shards(os.path.join(kind_dir, level), split)))
+    return sets
+
+
+def _ready_detectors(names: list[str], params: dict, model_path: str) -> dict:
+    """The detectors to evaluate (and the members of combining ones), each ready or an input error saying why."""
+    from avlips.model.detector_set import build_detectors
+
+    overrides = {"lipfd": {"model": model_path}} if model_path else {}
+    built = build_detectors(names, params, overrides)
+    for name, detector in built.items():
+        readiness = detector.readiness()
+        if not readiness.ready:
+            raise EvaluateInputError(f"detector {name!r} is not ready: {readiness.reason}")
+    return built
+
+
+def _chunk_size(detectors) -> int:
+    """Samples decoded per step: a multiple of every batch size, so that each detector batches as on its own."""
+    import math
+
+    sizes = [int(getattr(d, "batch_size", 1) or 1) for d in detectors]
+    step = math.lcm(*sizes) if sizes else 1
+    return step * max(1, 32 // step)
+
+
+def _score_chunk(chunk, built: dict, names: list[str]) -> dict[str, list]:
+    """Each detector's WindowScores of a chunk of samples: members scored once, combining detectors combine them."""
+    samples = [item.sample for item in chunk]
+    results: dict[str, list] = {}
+    for name, detector in built.items():
+        if hasattr(detector, "combine"):
+            continue
+        for item in chunk:
+            detector.check_fields(item.sample, item.shard)  # names the shard and the field a detector lacks
+        results[name] = list(detector.score(samples))
+    for name, detector in built.items():
+        if hasattr(detector, "combine"):
+            results[name] = [detector.combine(sample.key, {m: results[m][i] for m in detector.members})
+                             for i, sample in enumerate(samples)]
+    return {name: results[name] for name in names}
+
+
+def _calibrate(built: dict, names: list[str], sets: list) -> dict[str, dict]:
+    """Fit every combining detector on its validation shards (never a shard that is being tested)."""
+    tested = {os.path.realpath(path) for _, _, shards in sets for path in shards}
+    calibrations = {}
+    for name in names:
+        detector = built[name]
+        if not hasattr(detector, "calibrate"):
+            continue
+        overlap = sorted(tested & {os.path.realpath(path) for path in detector.val_shards()})
+        if overlap:
+            raise EvaluateInputError(f"detector {name!r} would calibrate on tested shards ({overlap[0]}): set "
+                                     f"detectors.{name}.val_shards to the validation split")
+        calibrations[name] = detector.calibrate(recompute=True).to_dict()
+        log.info("evaluate: %s calibrated on %d real validation windows -> %s", name,
+                 calibrations[name]["real_windows"], detector.calibration_path)
+    return calibrations
+
+
+def _detector_info(name: str, detector, calibration: dict | None) -> dict:
+    """What the report says about a detector: version, what it reads, its weights and their provenance."""
+    info = {"name": name, "version": detector.version, "reads": list(detector.reads),
+            "weights": detector.readiness().reason}
+    try:
+        info["provenance"] = detector.provenance()
+    except Exception as exc:  # provenance is information, never a reason to fail an evaluation
+        info["provenance"] = {"error": f"{type(exc).__name__}: {exc}"}
+    if calibration is not None:
+        info["calibration"] = calibration
+    return info
+
+
+def run_evaluate(model_path: str, clean_dir: str, perturbed_dir: str, reports_dir: str, params: dict) -> dict:
+    """Score the clean and every perturbed test shard set with every detector in `evaluate.detectors`;
+    write reports/robustness.{json,md} and plots (one block per detector).
+
+    `model_path`, when given, is LipFD's checkpoint (over `detectors.lipfd.model`). Each sample is decoded
+    once and handed to every detector; a combining detector (fused) is calibrated on its validation
+    shards first and combines its members' scores of the same windows.
+    """
+    from avlips.model.report import build_detectors_report
+    from avlips.model.shard_samples import ReadStats, iter_shard_samples
+
+    settings = params.get("evaluate", {}) or {}
+    split = settings.get("split", "test")
+    names = list(dict.fromkeys(settings.get("detectors") or ["lipfd"]))
+    started = time.time()
+    sets = _shard_sets(clean_dir, perturbed_dir, split)
     if not sets[0][2]:
         raise EvaluateInputError(f"{clean_dir}: no {split}-NNNNNN.tar shards to evaluate")
-    rows: list[ScoredWindow] = []
+    built = _ready_detectors(names, params, model_path)
+    calibrations = _calibrate(built, names, sets)
+    generators = _generators_by_clip(clean_dir)
+    chunk_size = _chunk_size(d for d in built.values() if not hasattr(d, "combine"))
+    rows: dict[str, list[ScoredWindow]] = {name: [] for name in names}
+    read = ReadStats()
     for kind, level, shards in sets:
         if not shards:
             log.warning("evaluate: no %s shards for %s level %d, skipped", split, kind, level)
             continue
         count = 0
-        for key, clip, label, score in score_shards(detector, shards, batch_size):
-            rows.append(ScoredWindow(key, clip, label, generators.get(clip, "") if label else "", kind, level, score))
-            count += 1
+        chunk: list = []
+        stream = iter_shard_samples(shards, read)
+        while True:
+            item = next(stream, None)
+            if item is not None:
+                chunk.append(item)
+            if chunk and (item is None or len(chunk) == chunk_size):
+                for name, scores in _score_chunk(chunk, built, names).items():
+                    for entry, score in zip(chunk, scores):
+                        sample = entry.sample
+                        clip = str(sample.meta.get("clip", ""))
+                        generator = (generators.get(clip) or sample.meta.get("generator", "")) if sample.label else ""
+                        rows[name].append(ScoredWindow(sample.key, clip, int(sample.label), generator, kind, level,
+                                                       score.probability, score.abstain_reason, score.details))
+                count += len(chunk)
+                chunk = []
+            if item is None:
+                break
         log.info("evaluate: %s level %d: %d windows", kind, level, count)
-    report = build_report(rows, int(settings.get("bootstrap_rounds", 1000)), int(params.get("seed", 0)))
-    report["model"] = {"path": model_path, "format": detector.source, "input_mode": detector.input_mode,
-                       "crop_size": detector.crop_size}
+    report = build_detectors_report(rows, int(settings.get("bootstrap_rounds", 1000)), int(params.get("seed", 0)))
+    for name in names:
+        report["detectors"][name]["detector"] = _detector_info(name, built[name], calibrations.get(name))
+    if "lipfd" in built:
+        lipfd = built["lipfd"].loaded()
+        model = {"path": built["lipfd"].weights_path, "format": lipfd.source, "input_mode": lipfd.input_mode,
+                 "crop_size": lipfd.crop_size}
+        if "lipfd" in report["detectors"]:
+            report["detectors"]["lipfd"]["model"] = model
+        if report["primary_detector"] == "lipfd":
+            report["model"] = model
+    report["read"] = {"samples": read.samples, "skipped_samples": read.skipped_samples, "bad_shards": read.bad_shards}
     write_report(report, reports_dir)
-    log.info("evaluate done: %d windows in %.1fs", len(rows), time.time() - started)
+    log.info("evaluate done: %d windows x %d detector(s) in %.1fs", len(next(iter(rows.values()))), len(names),
+             time.time() - started)
     return report
 
 

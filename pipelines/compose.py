@@ -174,7 +174,7 @@ def compose_inputs(params: dict) -> list[dict]:
             "identity": row["identity"], "split": row["split"], "generator": row.get("generator") or "",
             "centred": bool(row["centred"]),
             "audio_path": denoised[row["clip_id"]] if denoised is not None else row.get("audio_path") or "",
-            "target_clip": "",
+            "target_clip": "", "source": row.get("source") or "",
         })
     fakes_manifest = settings.get("fakes")
     if fakes_manifest and storage.exists(fakes_manifest):
@@ -192,6 +192,7 @@ def compose_inputs(params: dict) -> list[dict]:
                 "split": target["split"], "generator": row["generator"], "centred": bool(target["centred"]),
                 # The driving speech as denoised, the same processing as the real clips' audio.
                 "audio_path": row["driving_audio"], "target_clip": row["target_clip"],
+                "source": target.get("source") or "",
             })
     del pd
     return sorted(videos, key=lambda v: v["video_id"])
@@ -241,6 +242,11 @@ def run_compose(out_dir: str, params: dict, runner: str = "DirectRunner", worker
     return _write_manifests(out_dir, all_shards, videos, config, started)
 
 
+def _corpus_record(videos: list[dict]) -> dict:
+    """The corpus sources (corpus.source kinds: demo, folder, ...) of the composed videos; a fake counts as its target's."""
+    return {"sources": sorted({v.get("source") or "unknown" for v in videos})}
+
+
 def _write_manifests(out_dir: str, shards: list[str], videos: list[dict], config: ComposeConfig,
                      started: float) -> dict:
     """samples.parquet, failures.parquet and compose_stats.json from the finished shards."""
@@ -267,6 +273,8 @@ def _write_manifests(out_dir: str, shards: list[str], videos: list[dict], config
         "samples": samples.num_rows, "samples_by_split": dict(sorted(per_split.items())),
         "failures_by_error": dict(sorted(by_error.items())), "shards": len(shards),
         "bytes_per_sample": round(sum(samples.column("bytes").to_pylist()) / max(1, samples.num_rows)),
+        # What the shards were made from, for the provenance a model trained on them records.
+        "corpus": _corpus_record(videos),
     }
     storage.write_json(storage.join(out_dir, "compose_stats.json"), totals)
     log.info("compose done: inputs=%d composed=%d video_failures=%d window_failures=%d samples=%d in %.1fs",

@@ -28,10 +28,11 @@ import yaml
 
 from avlips.cli import build_parser
 from avlips.cli_args import params_from_args, train_inputs, train_parser
+from avlips.params import param
 
 # Every subcommand with the arguments it cannot run without.
 COMMANDS = [["corpus"], ["denoise"], ["synthesize"], ["compose"], ["perturb"], ["train"], ["evaluate"],
-            ["generators", "list"], ["detect", "clip.mp4"], ["render", "--shards", "s.tar", "--key", "k", "--out", "x.png"]]
+            ["generators", "list"], ["detectors", "list"], ["detect", "clip.mp4"], ["render", "--shards", "s.tar", "--key", "k", "--out", "x.png"]]
 
 
 def _params(argv: list[str]) -> dict:
@@ -59,16 +60,15 @@ def test_every_subcommand_takes_repeatable_dotted_overrides(command, tmp_path, m
     (["corpus", "--workers", "3"], "beam.workers", 3),
     (["train", "--train-shards", "t-*.tar"], "train.train_shards", "t-*.tar"),
     (["train", "--model", "m.pt"], "train.model", "m.pt"),
-    (["evaluate", "--model", "m.pt"], "evaluate.model", "m.pt"),
+    (["evaluate", "--model", "m.pt"], "detectors.lipfd.model", "m.pt"),
     (["evaluate", "--perturbed", "p"], "evaluate.perturbed", "p"),
-    (["detect", "v.mp4", "--checkpoint", "m.pt"], "evaluate.model", "m.pt"),
+    (["detect", "v.mp4", "--checkpoint", "m.pt"], "detectors.lipfd.model", "m.pt"),
 ])
 def test_a_stage_input_flag_is_its_override(argv, key, value, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    block, name = key.split(".")
     raw = value if isinstance(value, str) else str(value)
     by_flag, by_override = _params(argv), _params([argv[0], "-S", f"{key}={raw}"] + argv[1:2] * (argv[0] == "detect"))
-    assert by_flag[block][name] == value == by_override[block][name]
+    assert param(by_flag, key) == value == param(by_override, key)
 
 
 def test_a_flag_wins_over_an_override_of_the_same_key(tmp_path, monkeypatch):

@@ -26,14 +26,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """Clean shards of 2 real + 2 fake clips, blur-perturbed shards, and a tiny saved model."""
+    """Clean test shards of 2 real + 2 fake clips (and 4 real validation clips), blur-perturbed test shards,
+    and a tiny saved model."""
     from avlips.pipelines.compose import run_compose
     from avlips.pipelines.perturb import run_perturb
 
     root = tmp_path_factory.mktemp("evaluate")
-    clips = [_talking(root / f"c{i}.mp4", seed=i + 1, seconds=1.6, size=64) for i in range(4)]
-    rows = [{**_clip_row(f"c{i}", p, f"id{i}", label=int(i >= 2)), "generator": "audio_swap" if i >= 2 else ""}
-            for i, p in enumerate(clips)]
+    clips = [_talking(root / f"c{i}.mp4", seed=i + 1, seconds=1.6, size=64) for i in range(8)]
+    rows = [{**_clip_row(f"c{i}", p, f"id{i}", label=int(i in (2, 3)), split="test" if i < 4 else "val"),
+             "generator": "audio_swap" if i in (2, 3) else ""} for i, p in enumerate(clips)]
     params = _params(root, rows, n_windows=3, frame_size=64, samples_per_shard=6)
     run_compose(str(root / "clean"), params)
     run_perturb(str(root / "clean"), str(root / "perturbed"),
@@ -116,14 +117,36 @@ def test_detect_cli_exit_codes(built, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     base = [sys.executable, "-m", "avlips", "--params", str(tmp_path / "none.yaml")]
     (tmp_path / "none.yaml").write_text("compose: {n_windows: 3, frame_size: 64}\n")
-    ok = subprocess.run(base + ["detect", str(clips[2]), "--checkpoint", str(root / "model.pt"), "--centred", "--json"],
-                        capture_output=True, text=True, env=env)
+    ok = subprocess.run(base + ["detect", str(clips[2]), "--checkpoint", str(root / "model.pt"), "--centred", "--json",
+                                "--detector", "lipfd"], capture_output=True, text=True, env=env)
     assert ok.returncode == 0, ok.stderr
-    assert json.loads(ok.stdout)["verdict"] in ("fake", "real")
+    result = json.loads(ok.stdout)
+    assert result["verdict"] in ("fake", "real") and result["detector"] == "lipfd"
+    # A checkpoint that does not say what it was trained on: said on stderr and in the JSON.
+    assert "does not record what it was trained on" in result["warnings"][0]
+    assert "WARNING: " in ok.stderr and "does not record" in ok.stderr
     (tmp_path / "bad.mp4").write_text("nope")
     bad = subprocess.run(base + ["detect", str(tmp_path / "bad.mp4"), "--checkpoint", str(root / "model.pt")],
                          capture_output=True, text=True, env=env)
     assert bad.returncode == 1 and "bad.mp4" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_detect_says_plainly_that_a_model_trained_on_the_demo_means_nothing_on_real_footage(built, tmp_path):
+    from avlips.model.detect import detect, format_detection
+
+    root, clips = built
+    torch.manual_seed(0)
+    config = LipFDConfig(encoder="vit-tiny", backbone="resnet18")
+    provenance = {"corpus": {"sources": ["demo"], "synthetic": True}, "synthetic": True,
+                  "generators": ["mouth_rewrite"], "train_shards": [], "val_shards": []}
+    save_checkpoint(tmp_path / "demo.pt", build_lipfd(config), step=0, config=config,
+                    extra={"train": {"input_mode": "reference_compatible", "crop_size": 32}, "provenance": provenance})
+    result = detect(str(clips[0]), checkpoint=str(tmp_path / "demo.pt"), window=WindowConfig(n_windows=2, frame_size=64),
+                    centred=True)
+    assert result.provenance == provenance
+    assert len(result.warnings) == 1 and "synthetic demo corpus" in result.warnings[0]
+    assert "mean nothing" in result.to_dict()["warnings"][0]
+    assert "clip probability of fake" in format_detection(result)
 
 
 @pytest.mark.slow
@@ -184,3 +207,152 @@ def test_a_file_that_is_no_lipfd_checkpoint_is_an_error_naming_it(tmp_path):
     torch.save({"encoder.weight": torch.zeros(3)}, path)
     with pytest.raises(CheckpointError, match=f"{path}: reference checkpoint does not fit"):
         load_detector(str(path), device="cpu")
+
+
+# -- detectors side by side (a test-only detector stands in for sync until the real one is installed)
+
+
+class _EntryPoint:
+    """What importlib.metadata hands out for an entry point: a name and a factory to load."""
+
+    def __init__(self, name, factory):
+        self.name, self._factory = name, factory
+
+    def load(self):
+        return self._factory
+
+
+def _register(monkeypatch, **factories):
+    """Install test-only detectors beside the real ones, as an installed plugin would be."""
+    import avlips.model.detectors as contract
+
+    installed = contract.detector_entry_points
+    monkeypatch.setattr(contract, "detector_entry_points",
+                        lambda: {**installed(), **{n: _EntryPoint(n, f) for n, f in factories.items()}})
+
+
+def _loudness_detector():
+    """A detector that reads the audio field: louder window audio -> more fake; abstains on each clip's first window."""
+    from avlips.model.detectors import AUDIO, FRAMES, Detector, Readiness, WindowScore
+
+    class Loudness(Detector):
+        name, version, reads = "loudness", "1", (FRAMES, AUDIO)
+
+        def __init__(self, gain: float = 1.0):
+            self.gain = gain
+
+        def readiness(self):
+            return Readiness(True, "no weights")
+
+        def score(self, samples):
+            for sample in samples:
+                if sample.meta["window"] == 0:
+                    yield WindowScore(sample.key, None, "no speech (window 0)")
+                    continue
+                rms = float(np.sqrt(np.mean(sample.audio.astype(np.float64) ** 2))) / 32768
+                yield WindowScore(sample.key, float(1 / (1 + np.exp(-self.gain * (20 * rms - 1)))), "",
+                                  {"offsets_available": 31 - sample.meta["audio"]["cut_before"] // 640})
+
+    return Loudness
+
+
+@pytest.mark.slow
+def test_lipfd_as_a_plugin_scores_as_the_loader_path_did(built):
+    """Decoded samples fed to the LipFD detector give exactly the scores of scoring the shards through the loader."""
+    from avlips.model.detectors import load_detector_plugin
+    from avlips.model.evaluate import load_detector, score_shards
+    from avlips.model.shard_samples import iter_shard_samples
+
+    root, _ = built
+    shards = sorted(str(p) for p in (root / "clean").glob("test-*.tar"))
+    old = {key: score for key, _, _, score in score_shards(load_detector(str(root / "model.pt"), "cpu"), shards, 4)}
+    detector = load_detector_plugin("lipfd", {"model": str(root / "model.pt"), "device": "cpu", "batch_size": 4})
+    assert detector.readiness().ready and detector.name == "lipfd"
+    new = {s.key: s.probability for s in detector.score(item.sample for item in iter_shard_samples(shards))}
+    assert new == old and len(new) == 12
+
+
+@pytest.mark.slow
+def test_detectors_side_by_side_with_abstentions_and_a_fused_verdict(built, monkeypatch, tmp_path):
+    from avlips.model.evaluate import run_evaluate
+
+    root, _ = built
+    _register(monkeypatch, loudness=_loudness_detector())
+    base = {"seed": 0, "evaluate": {"bootstrap_rounds": 0, "detectors": ["lipfd"]},
+            "detectors": {"lipfd": {"device": "cpu"}}}
+    alone = run_evaluate(str(root / "model.pt"), str(root / "clean"), "", str(tmp_path / "a"), base)
+    calibration = tmp_path / "fused.json"
+    params = {**base, "evaluate": {"bootstrap_rounds": 0, "detectors": ["lipfd", "loudness", "fused"]},
+              "detectors": {"lipfd": {"device": "cpu"}, "loudness": {"gain": 2.0},
+                            "fused": {"members": ["lipfd", "loudness"], "calibration": str(calibration),
+                                      "val_shards": str(root / "clean" / "val-*.tar"), "min_real_windows": 8}}}
+    report = run_evaluate(str(root / "model.pt"), str(root / "clean"), str(root / "perturbed"), str(tmp_path / "r"),
+                          params)
+    blocks = report["detectors"]
+    assert list(blocks) == ["lipfd", "loudness", "fused"] and report["primary_detector"] == "lipfd"
+    # LipFD's numbers do not move when other detectors join it; the top level keeps its block.
+    for key in ("clean", "per_generator"):
+        assert blocks["lipfd"][key] == alone["detectors"]["lipfd"][key] == report[key]
+    assert report["perturbations"] == blocks["lipfd"]["perturbations"] and report["windows"] == 36
+    # Each clip's first window abstained: 4 test clips x 3 sets (clean, blur 1, blur 3).
+    loud = blocks["loudness"]
+    assert loud["abstentions"]["windows"] == 12 and loud["windows"] == 36 - 12
+    assert loud["abstentions"]["clean"] == {"real": 2, "per_generator": {"audio_swap": 2}, "videos_without_score": {}}
+    assert loud["abstentions"]["perturbations"] == {"gaussian_blur": {"1": 4, "3": 4}}
+    assert loud["abstentions"]["scored_on_fewer_offsets"] == 0  # windows 1 and 2 have their whole context
+    assert loud["clean"]["window"]["n"] == 8 and loud["clean"]["video"]["n"] == 4
+    # fused: calibrated on the 12 real validation windows, never abstains while LipFD scores.
+    fused = blocks["fused"]
+    assert fused["abstentions"]["windows"] == 0 and fused["windows"] == 36
+    stored = json.loads(calibration.read_text())
+    assert stored["real_windows"] == 12 and set(stored["members"]) == {"lipfd", "loudness"}
+    assert stored["members"]["loudness"]["real_windows"] == 8  # its window-0 abstentions left out
+    assert fused["detector"]["calibration"]["threshold"] == stored["threshold"]
+    assert [s.split("-")[0] for s, _ in stored["val_shards"]] == ["val"] * len(stored["val_shards"])
+    text = (tmp_path / "r" / "robustness.md").read_text()
+    assert "| gaussian_blur | loudness |" in text and "| audio_swap | fused |" in text and "## Abstentions" in text
+    levels = pd.read_csv(tmp_path / "r" / "robustness_levels.csv")
+    assert set(levels["detector"]) == {"lipfd", "loudness", "fused"}
+    assert (tmp_path / "r" / "plots" / "detectors_by_type.png").exists()
+
+
+def test_fused_never_calibrates_on_tested_shards(built, monkeypatch, tmp_path):
+    from avlips.model.evaluate import EvaluateInputError, run_evaluate
+
+    root, _ = built
+    _register(monkeypatch, loudness=_loudness_detector())
+    params = {"evaluate": {"bootstrap_rounds": 0, "detectors": ["fused"]},
+              "detectors": {"lipfd": {"device": "cpu"}, "fused": {
+                  "members": ["lipfd", "loudness"], "calibration": str(tmp_path / "f.json"),
+                  "val_shards": str(root / "clean" / "test-*.tar")}}}
+    with pytest.raises(EvaluateInputError, match="calibrate on tested shards"):
+        run_evaluate(str(root / "model.pt"), str(root / "clean"), "", str(tmp_path / "r"), params)
+
+
+def _strip_audio(source: Path, target: Path) -> None:
+    """Copies of the test shards as compose wrote them before the audio field existed."""
+    from avlips.pipelines.shards import iter_tar_samples, tar_bytes
+
+    target.mkdir()
+    for tar in sorted(source.glob("test-*.tar")):
+        samples = [(key, {n: b for n, b in members.items() if n != "audio.npy"})
+                   for key, members in iter_tar_samples(tar.read_bytes())]
+        (target / tar.name).write_bytes(tar_bytes(samples))
+
+
+@pytest.mark.slow
+def test_old_shards_without_audio(built, monkeypatch, tmp_path):
+    """LipFD reads them as before; a detector that needs the audio names the shard and the field."""
+    from avlips.model.detectors import DetectorError
+    from avlips.model.evaluate import run_evaluate
+
+    root, _ = built
+    _strip_audio(root / "clean", tmp_path / "old")
+    params = {"evaluate": {"bootstrap_rounds": 0}, "detectors": {"lipfd": {"device": "cpu"}}}
+    new = run_evaluate(str(root / "model.pt"), str(root / "clean"), "", str(tmp_path / "a"), params)
+    old = run_evaluate(str(root / "model.pt"), str(tmp_path / "old"), "", str(tmp_path / "b"), params)
+    assert old["clean"] == new["clean"] and old["windows"] == 12
+    _register(monkeypatch, loudness=_loudness_detector())
+    params["evaluate"]["detectors"] = ["lipfd", "loudness"]
+    with pytest.raises(DetectorError, match=r"old/test-000000.tar: sample \S+ lacks field 'audio.npy'"):
+        run_evaluate(str(root / "model.pt"), str(tmp_path / "old"), "", str(tmp_path / "c"), params)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from avlips.model.metrics import roc_auc
-from avlips.model.report import ScoredWindow, build_report, markdown, write_report
+from avlips.model.report import ScoredWindow, build_detectors_report, build_report, markdown, write_report
 
 
 def _rows():
@@ -42,6 +42,31 @@ def test_report_groups(tmp_path):
     assert "| noise |" in text and "| audio_swap |" in text and "L3" in text
     paths = write_report(report, str(tmp_path))
     assert json.loads(open(paths["json"]).read())["windows"] == len(rows)
-    assert open(paths["csv"]).read().splitlines()[0] == "type,level,auc,accuracy"
+    assert open(paths["csv"]).read().splitlines()[0] == "type,level,auc,accuracy,detector"
     for name in ("auc_by_level.png", "auc_by_generator.png"):
         assert open(paths[name], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_abstained_windows_are_counted_and_left_out_of_the_metrics():
+    rows = _rows()
+    # Abstain on every window 0, and on every window of clip c7 (a fake): that video gets no score.
+    abstaining = [ScoredWindow(r.key, r.clip, r.label, r.generator, r.perturbation, r.level, None, "no speech (-70 dBFS)")
+                  if (r.key.split("_")[1] == "w0" or r.clip == "c7") else r for r in rows]
+    report = build_report(abstaining, bootstrap_rounds=0)
+    scored = [r for r in abstaining if r.score is not None]
+    assert report["windows"] == len(scored)
+    clean = [r for r in scored if r.perturbation == "none"]
+    assert report["clean"]["window"]["n"] == len(clean)
+    assert report["clean"]["window"]["auc"] == pytest.approx(roc_auc([r.label for r in clean], [r.score for r in clean]))
+    assert report["clean"]["video"]["n"] == 11  # c7 has no scored window
+    counts = report["abstentions"]
+    assert counts["windows"] == len(rows) - len(scored)
+    assert counts["clean"]["real"] == 6 and counts["clean"]["per_generator"] == {"audio_swap": 3 + 3, "mouth_rewrite": 3}
+    assert counts["clean"]["videos_without_score"] == {"audio_swap": 1}
+    assert counts["perturbations"]["blur"] == {"1": 15, "2": 15, "3": 15}
+    assert counts["reasons"] == {"no speech": counts["windows"]}
+    multi = build_detectors_report({"lipfd": rows, "sync": abstaining}, bootstrap_rounds=0)
+    assert multi["primary_detector"] == "lipfd" and multi["clean"] == multi["detectors"]["lipfd"]["clean"]
+    text = markdown(multi)
+    assert "| audio_swap | sync |" in text and "| blur | lipfd |" in text and "## Abstentions" in text
+    assert "left out of the video metrics" in text

@@ -1,0 +1,104 @@
+"""LipFD behind the detector contract (`avlips.detectors` entry point `lipfd`).
+
+The checkpoints, the released-checkpoint loading and the inputs are those of `model.evaluate`'s
+`load_detector`; only the feeding differs: decoded window samples instead of shard paths. Each batch
+is rendered and resized exactly as the loader's one-pass collate does (the same uint8 composite,
+the numba kernels on the CPU, then moved to the model's device), and batches are formed from the
+samples in the order given, so scores equal those of scoring the shards through the loader.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from avlips.media.sample import WindowSample
+from avlips.model.detectors import FRAMES, MEL, Detector, DetectorError, Readiness, WindowScore
+
+LIPFD_FRAMES = 5  # the composite holds five frames
+
+
+class LipFDDetector(Detector):
+    """The reference detector: a window's composite (mel strip over five frames) -> P(fake)."""
+
+    name = "lipfd"
+    version = "1"
+    reads = (FRAMES, MEL)
+    trainable = True  # `avlips train`
+
+    def __init__(self, model: str = "models/lipfd.pt", device: str = "auto", batch_size: int = 16) -> None:
+        if int(batch_size) < 1:
+            raise DetectorError(f"detectors.lipfd.batch_size must be >= 1, got {batch_size}")
+        self.weights_path = str(model)
+        self.device = str(device)
+        self.batch_size = int(batch_size)
+        self._loaded = None
+
+    def loaded(self):
+        """The loaded model (model.evaluate.Detector), loaded on first use."""
+        if self._loaded is None:
+            from avlips.model.evaluate import load_detector
+
+            self._loaded = load_detector(self.weights_path, self.device)
+        return self._loaded
+
+    def readiness(self) -> Readiness:
+        if not os.path.isfile(self.weights_path):
+            return Readiness(False, f"{self.weights_path}: no such model checkpoint (train one with `avlips train`)")
+        try:
+            loaded = self.loaded()
+        except Exception as exc:  # a foreign or cut file: why, in one line
+            return Readiness(False, str(exc))
+        return Readiness(True, f"{self.weights_path} ({loaded.source} format, {loaded.input_mode}, "
+                               f"crops {loaded.crop_size})")
+
+    def provenance(self) -> dict:
+        loaded = self.loaded()
+        if loaded.source == "reference":
+            return {"source": "the released LipFD checkpoint", "synthetic": False}
+        return dict((getattr(loaded, "extra", None) or {}).get("provenance") or {})
+
+    def score(self, samples: Iterable[WindowSample]) -> Iterator[WindowScore]:
+        """P(fake) per window; a window LipFD cannot render is an abstention with the reason, not a crash."""
+        from avlips.media.render import render_sample
+
+        pending: list[tuple[str, np.ndarray | str]] = []  # (key, composite or why not), in order
+        scorable = 0
+        for sample in samples:
+            self.check_fields(sample)
+            if len(sample.frames) != LIPFD_FRAMES:
+                pending.append((sample.key, f"LipFD needs {LIPFD_FRAMES} frames, the window has {len(sample.frames)}"))
+            else:
+                try:
+                    pending.append((sample.key, render_sample(sample)))
+                    scorable += 1
+                except Exception as exc:  # the loader skipped such samples; here they are counted
+                    pending.append((sample.key, f"cannot render the composite ({exc})"))
+            if scorable == self.batch_size:
+                yield from self._flush(pending)
+                pending, scorable = [], 0
+        if pending:
+            yield from self._flush(pending)
+
+    @torch.no_grad()
+    def _flush(self, pending: list[tuple[str, np.ndarray | str]]) -> Iterator[WindowScore]:
+        from avlips.model.composite_inputs import composite_inputs
+
+        loaded = self.loaded()
+        composites = [item for _, item in pending if not isinstance(item, str)]
+        probabilities: list[float] = []
+        if composites:
+            config = loaded.loader_config(self.batch_size)
+            # Resized on the CPU as the loader's collate does, whatever the model's device.
+            global_input, crops = composite_inputs(torch.from_numpy(np.stack(composites)), config, device=None)
+            global_input, crops = global_input.to(loaded.device), crops.to(loaded.device)
+            logits = loaded.model(global_input, crops).logit.float()
+            probabilities = torch.sigmoid(logits).cpu().tolist()
+        scores = iter(probabilities)
+        for key, item in pending:
+            if isinstance(item, str):
+                yield WindowScore(key, None, item)
+            else:
+                yield WindowScore(key, float(next(scores)))
