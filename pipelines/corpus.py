@@ -28,6 +28,7 @@ CLIP_SCHEMA = pa.schema([
     ("width", pa.int32()), ("height", pa.int32()), ("rotation", pa.int16()), ("codec", pa.string()),
     ("variable_frame_rate", pa.bool_()), ("audio_path", pa.string()), ("audio_source", pa.string()),
     ("audio_rate", pa.int32()), ("audio_channels", pa.int16()), ("audio_duration", pa.float64()),
+    ("origin", pa.string()), ("licence", pa.string()),  # what the source states (sources.py); '' when nothing
 ])
 
 
@@ -63,7 +64,8 @@ def probe_candidate(candidate: dict, min_frames: int, require_audio: bool) -> di
             "width": info.width, "height": info.height, "rotation": info.rotation, "codec": info.codec,
             "variable_frame_rate": info.variable_frame_rate, "audio_path": audio_path,
             "audio_source": audio_source, "audio_rate": rate, "audio_channels": channels,
-            "audio_duration": audio_duration,
+            "audio_duration": audio_duration, "origin": candidate.get("origin", ""),
+            "licence": candidate.get("licence", ""),
         }
         return {"clip": row}
     except MediaError as exc:

@@ -3,6 +3,12 @@
 `demo` (made on the fly), `folder:<dir>`, `avlips:<dir>` (the released layout) and
 `manifest:<csv|parquet>`. An adapter only lists; probing and failure records are the corpus
 stage's job, so every listed file ends as a clip or a failure.
+
+Each candidate also carries what the source says of its origin and licence, for the dataset card:
+a manifest's `origin` and `licence` (or `license`) columns; for a folder (or the AVLips layout),
+the nearest LICENSE / LICENCE / COPYING file above the clip (its first line) and the nearest
+README (its `Origin:` or `Source:` line, else its first line; a `Licence:` line when there is no
+licence file). Empty when the source says nothing.
 """
 from __future__ import annotations
 
@@ -20,6 +26,10 @@ LABEL_DIRS = {"0_real": 0, "1_fake": 1, "real": 0, "fake": 1}
 NOT_CLIPS = {".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus", ".txt", ".md", ".json", ".csv",
              ".tsv", ".parquet", ".yaml", ".yml", ".dvc", ".gitignore", ".lock", ".part"}
 AUDIO_EXTS = (".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus")
+LICENCE_STEMS = ("license", "licence", "copying")
+README_STEM = "readme"
+PROVENANCE_SUFFIXES = ("", ".txt", ".md", ".rst")
+DEMO_ORIGIN = "synthetic: rendered by avlips (avlips.media.synthetic), no recorded person"
 DEMO_DEFAULTS = {"identities": 8, "clips_per_identity": 2, "duration_s": 4.0, "fps": 25, "size": 128,
                  "sample_rate": 16000, "noise_level": 0.01}
 
@@ -36,6 +46,8 @@ class Candidate:
     generator: str = ""  # for fakes given as input: the generator if known, else "unknown"
     centred: bool = False  # frames are already face-centred crops
     source: str = ""
+    origin: str = ""  # where the source says the clip comes from; empty when it says nothing
+    licence: str = ""  # the licence the source states; empty when it states none
 
     def to_dict(self) -> dict:
         """Plain-dict form."""
@@ -73,9 +85,11 @@ def folder_candidates(root: str, identity_from: str = "parent", default_label: i
     if not base.is_dir():
         raise SourceError(f"{root}: folder source is not a directory")
     out = []
+    provenance: dict[Path, tuple[str, str]] = {}
     for path in sorted(p for p in base.rglob("*") if p.is_file() or p.is_symlink()):
         relative = path.relative_to(base)
-        if any(part.startswith(".") for part in relative.parts) or path.suffix.lower() in NOT_CLIPS:
+        if (any(part.startswith(".") for part in relative.parts) or path.suffix.lower() in NOT_CLIPS
+                or _is_provenance_file(path)):
             continue
         dirs = relative.parts[:-1]
         label = label_from_parts(dirs)
@@ -89,9 +103,55 @@ def folder_candidates(root: str, identity_from: str = "parent", default_label: i
         out.append(Candidate(
             clip_id=clip_id_for(relative.as_posix()), path=str(path), label=default_label if label is None else label,
             identity=identity, audio_path=_sidecar_audio(path), generator="unknown" if label == 1 else "",
-            source="folder",
+            source="folder", **_folder_provenance(path.parent, base, provenance),
         ))
     return out
+
+
+def _is_provenance_file(path: Path) -> bool:
+    """A LICENSE or README file (with or without a text suffix): what a folder says of itself, not a clip."""
+    stem, suffix = path.stem.lower(), path.suffix.lower()
+    if suffix not in PROVENANCE_SUFFIXES:
+        stem, suffix = path.name.lower(), ""
+    return suffix in PROVENANCE_SUFFIXES and (stem in LICENCE_STEMS or stem == README_STEM)
+
+
+def _text_lines(path: Path) -> list[str]:
+    """The non-empty lines of a small text file, markdown heading marks dropped (its first 64 KiB)."""
+    with open(path, "rb") as handle:
+        text = handle.read(65536).decode("utf-8", errors="replace")
+    lines = (line.strip().lstrip("#").strip() for line in text.splitlines())
+    return [line[:200] for line in lines if line]
+
+
+def _stated(lines: list[str], keys: tuple[str, ...]) -> str:
+    """The value of the first `Key: value` line for one of `keys` (case-insensitive), else ''."""
+    for line in lines:
+        key, colon, value = line.partition(":")
+        if colon and key.strip().strip("*_").lower() in keys and value.strip():
+            return value.strip()
+    return ""
+
+
+def _folder_provenance(directory: Path, root: Path, cache: dict[Path, tuple[str, str]]) -> dict[str, str]:
+    """Origin and licence for clips in `directory`: the nearest README and licence file up to `root`."""
+    if directory not in cache:
+        origin = licence = ""
+        files = sorted(p for p in directory.iterdir() if p.is_file() and _is_provenance_file(p)) \
+            if directory.is_dir() else []
+        for path in files:
+            lines = _text_lines(path)
+            if path.name.lower().startswith(LICENCE_STEMS) and lines and not licence:
+                licence = lines[0]
+            elif path.name.lower().startswith(README_STEM) and lines and not origin:
+                origin = _stated(lines, ("origin", "source")) or lines[0]
+                licence = licence or _stated(lines, ("licence", "license"))
+        if (not origin or not licence) and directory != root and root in directory.parents:
+            above = _folder_provenance(directory.parent, root, cache)
+            origin, licence = origin or above["origin"], licence or above["licence"]
+        cache[directory] = (origin, licence)
+    origin, licence = cache[directory]
+    return {"origin": origin, "licence": licence}
 
 
 def _sidecar_audio(video: Path) -> str:
@@ -115,6 +175,7 @@ def avlips_candidates(root: str) -> list[Candidate]:
     if missing:
         raise SourceError(f"{root}: not the AVLips layout (missing {', '.join(missing)})")
     out = []
+    provenance = _folder_provenance(base, base, {})  # the release's own LICENSE / README, if kept beside it
     for label_dir, label in (("0_real", 0), ("1_fake", 1)):
         for path in sorted((base / label_dir).iterdir()):
             if path.name.startswith(".") or path.suffix.lower() in NOT_CLIPS or not path.is_file():
@@ -124,13 +185,14 @@ def avlips_candidates(root: str) -> list[Candidate]:
             out.append(Candidate(
                 clip_id=clip_id_for(relative), path=str(path), label=label, identity=relative,
                 audio_path=str(wav) if wav.exists() else "", generator="unknown" if label else "",
-                centred=True, source="avlips",
+                centred=True, source="avlips", **provenance,
             ))
     return out
 
 
 def manifest_candidates(manifest: str) -> list[Candidate]:
-    """Rows of a csv or parquet manifest: `path` required; `label`, `identity`, `audio`, `generator` optional.
+    """Rows of a csv or parquet manifest: `path` required; `label`, `identity`, `audio`, `generator`,
+    `origin`, `licence` (or `license`) optional.
 
     Relative paths are taken from the manifest's directory.
     """
@@ -165,8 +227,14 @@ def manifest_candidates(manifest: str) -> list[Candidate]:
         out.append(Candidate(
             clip_id=clip_id_for(raw), path=path, label=int(label), identity=identity, audio_path=audio,
             generator=generator or ("unknown" if int(label) == 1 else ""), source="manifest",
+            origin=_text_cell(row.get("origin")), licence=_text_cell(row.get("licence", row.get("license"))),
         ))
     return out
+
+
+def _text_cell(value) -> str:
+    """A manifest cell as text: missing (None or NaN) is ''."""
+    return "" if value is None or (isinstance(value, float) and value != value) else str(value).strip()
 
 
 def demo_candidates(out_dir: str, settings: dict, seed: int) -> list[Candidate]:
@@ -190,7 +258,7 @@ def demo_candidates(out_dir: str, settings: dict, seed: int) -> list[Candidate]:
                 frames = render_talking_clip(persona, audio, rate, fps, size, clip_seed + 1)
                 write_video(path, frames, fps, audio, rate)
             out.append(Candidate(clip_id=f"demo-{identity}-{clip:02d}", path=str(path), label=0,
-                                 identity=identity, centred=True, source="demo"))
+                                 identity=identity, centred=True, source="demo", origin=DEMO_ORIGIN))
     return out
 
 
