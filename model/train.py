@@ -41,6 +41,7 @@ from .config import TrainConfig
 from .lipfd import LipFD, build_lipfd
 from .loader import Batch, LoaderConfig, LoaderStats, batch_inputs, expand_shards, make_loader
 from .losses import LipFDLoss, lipfd_loss
+from .provenance import training_provenance
 from .scoring import score_windows
 
 __all__ = ["WarmupCosine", "TrainingRun", "train", "train_from_inputs", "evaluate", "data_fingerprint",
@@ -244,7 +245,7 @@ class TrainingRun:
         self.history: list[dict[str, float]] = []
         self.validations: list[dict[str, Any]] = []
         self.samples_seen = 0  # by all ranks, since this process started training
-        self.data = data_fingerprint(train_shards)
+        self.data = data_fingerprint(train_shards)  # what `resume: auto` compares with the checkpoint's
 
     # -- set-up
 
@@ -437,7 +438,8 @@ class TrainingRun:
             if finished:
                 save_checkpoint(self.model_path, self.model, step=self.steps_done, config=self.model.config,
                                 extra={"train": config.to_dict(), "metrics": {k: v for k, v in metrics.items()
-                                                                              if k not in ("validations", "loader")}})
+                                                                              if k not in ("validations", "loader")},
+                                       "provenance": training_provenance(self.train_shards, self.val_shards)})
             if self.metrics_path:
                 self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = self.metrics_path.with_suffix(".json.tmp")

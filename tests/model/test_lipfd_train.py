@@ -67,6 +67,10 @@ def test_a_few_steps_reduce_the_loss_and_write_outputs(tmp_path, shard_spec):
     assert {"final_loss", "val_acc", "samples_per_s", "seconds"} <= set(written)
     loaded = load_checkpoint(tmp_path / "m" / "lipfd.pt", restore_rng=False)
     assert loaded.step == 6 and loaded.config.backbone == "resnet18" and loaded.extra["train"]["crop_size"] == 32
+    # What it was trained on: every shard by name and hash (these test shards say nothing of their corpus).
+    provenance = loaded.extra["provenance"]
+    assert [r["name"] for r in provenance["train_shards"]] == [f"train-{i:06d}.tar" for i in range(4)]
+    assert all(len(r["sha256"]) == 64 for r in provenance["train_shards"]) and provenance["synthetic"] is None
 
 
 def test_a_resumed_run_continues_exactly(tmp_path, shard_spec):
