@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["corpus", "denoise", "synthesize", "compose", "perturb", "train", "evaluate"]
+STAGES = ["corpus", "denoise", "synthesize", "compose", "perturb", "card", "train", "evaluate"]
 
 
 def _reduced_params() -> dict:
@@ -46,6 +46,8 @@ def test_every_stage_in_dvc_order(tmp_path):
     for kind in ("gaussian_blur", "compression"):
         for level in ("1", "5"):
             assert list((tmp_path / "data/shards/perturbed" / kind / level).glob("test-*.tar"))
+    card = json.loads((tmp_path / "data/card.json").read_text())
+    assert card["summary"]["windows"] == len(samples) and card["identities"]["ok"]
     assert json.loads((tmp_path / "metrics/train.json").read_text())["steps"] == 2
     report = json.loads((tmp_path / "reports/robustness.json").read_text())
     test_windows = int((samples.split == "test").sum())
@@ -67,8 +69,9 @@ def test_dvc_pipeline_has_every_stage_in_order():
         for dep in stage.get("deps", []):
             if not dep.startswith(("data/", "models/")):
                 assert (REPO / dep).exists(), (name, dep)
-    # A perturbation parameter reaches only perturb (and, through its output, evaluate).
+    # A perturbation parameter reaches only perturb (and, through its output, evaluate) and the card,
+    # which reports it.
     users = [name for name, stage in dvc["stages"].items() if "perturb" in stage.get("params", [])]
-    assert users == ["perturb"]
+    assert users == ["perturb", "card"]
     assert "data/shards/perturbed" in dvc["stages"]["evaluate"]["deps"]
     assert "data/shards/perturbed" not in dvc["stages"]["train"]["deps"]
