@@ -89,6 +89,8 @@ def default_detector(params: Mapping) -> str:
         built = build_detectors(["fused"], params)
     except Exception:  # fused or a member not installed, or settings it rejects: the reference detector
         return "lipfd"
+    from avlips.model.fused import weights_file
+
     members = getattr(built["fused"], "members", ())
-    paths = [getattr(built[m], "weights_path", "") or detector_settings(params, m).get("model", "") for m in members]
+    paths = [weights_file(built[m]) or detector_settings(params, m).get("model", "") for m in members]
     return "fused" if paths and all(p and os.path.isfile(str(p)) for p in paths) else "lipfd"

@@ -91,9 +91,15 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def weights_sha256(detector: Detector) -> str:
-    """The sha256 of the file a detector's weights come from (its `weights_path`), '' when it names none."""
+def weights_file(detector: Detector) -> str:
+    """The file a detector's weights come from: its `weights_path` (an attribute, or a method), '' when none."""
     path = getattr(detector, "weights_path", "") or ""
+    return str((path() if callable(path) else path) or "")
+
+
+def weights_sha256(detector: Detector) -> str:
+    """The sha256 of the file a detector's weights come from, '' when it names none."""
+    path = weights_file(detector)
     return file_sha256(path) if path and os.path.isfile(path) else ""
 
 

@@ -77,13 +77,16 @@ def _abstentions(rows: list[ScoredWindow]) -> dict:
     for r in abstained:
         kind = _reason_kind(r.abstain_reason)
         reasons[kind] = reasons.get(kind, 0) + 1
-    # Scored on fewer offsets than a full search (audio context cut by the clip's start or end).
-    offsets = [(r.details or {}).get("offsets_available") for r in rows if r.score is not None]
-    offsets = [o for o in offsets if isinstance(o, (int, float))]
-    most = max(offsets, default=None)
+    # Scored on fewer offsets than a full search (audio context cut by the clip's start or end): fewer than the
+    # detector wanted (`offsets_wanted`), or where it does not say, fewer than the most any window had.
+    searched = [(d.get("offsets_available"), d.get("offsets_wanted"))
+                for d in (r.details or {} for r in rows if r.score is not None)
+                if isinstance(d.get("offsets_available"), (int, float))]
+    most = max((available for available, _ in searched), default=0)
     return {
         "windows": len(abstained),
-        "scored_on_fewer_offsets": sum(1 for o in offsets if o < most) if most is not None else 0,
+        "scored_on_fewer_offsets": sum(1 for available, wanted in searched
+                                       if available < (wanted if isinstance(wanted, (int, float)) else most)),
         "clean": {"real": sum(1 for r in clean if r.label == 0 and r.score is None),
                   "per_generator": dict(sorted(per_generator.items())),
                   "videos_without_score": dict(sorted(videos_without.items()))},

@@ -34,7 +34,8 @@ def _table_detector(name: str, table: dict, weights: str = ""):
         calls = 0
 
         def __init__(self) -> None:
-            self.weights_path = weights
+            if weights:
+                self.weights_path = weights
 
         def readiness(self):
             return Readiness(True)
@@ -168,8 +169,9 @@ def test_combining_detectors_get_their_members_built_once_and_shared(monkeypatch
     built = build_detectors(["fused", "a"], params)
     assert set(built) == {"a", "b", "fused"} and built["fused"].detectors["a"] is built["a"]
     assert default_detector(params) == "lipfd"  # b names no weights file
-    _register(monkeypatch, a=_table_detector("a", {}, str(tmp_path / "a.pt")),
-              b=_table_detector("b", {}, str(tmp_path / "a.pt")))
+    B = _table_detector("b", {})
+    B.weights_path = lambda self: str(tmp_path / "a.pt")  # a method naming the file, as the sync detector has
+    _register(monkeypatch, a=_table_detector("a", {}, str(tmp_path / "a.pt")), b=B)
     assert default_detector(params) == "fused"
 
 

@@ -65,6 +65,12 @@ def test_abstained_windows_are_counted_and_left_out_of_the_metrics():
     assert counts["clean"]["videos_without_score"] == {"audio_swap": 1}
     assert counts["perturbations"]["blur"] == {"1": 15, "2": 15, "3": 15}
     assert counts["reasons"] == {"no speech": counts["windows"]}
+    assert counts["scored_on_fewer_offsets"] == 0
+    cut = [ScoredWindow(r.key, r.clip, r.label, r.generator, r.perturbation, r.level, r.score, "",
+                        {"offsets_available": 25 if r.key.split("_")[1] == "w3" else 31, "offsets_wanted": 31})
+           for r in abstaining]
+    assert build_report(cut, bootstrap_rounds=0)["abstentions"]["scored_on_fewer_offsets"] == sum(
+        1 for r in cut if r.score is not None and r.key.split("_")[1] == "w3")
     multi = build_detectors_report({"lipfd": rows, "sync": abstaining}, bootstrap_rounds=0)
     assert multi["primary_detector"] == "lipfd" and multi["clean"] == multi["detectors"]["lipfd"]["clean"]
     text = markdown(multi)
