@@ -1,6 +1,7 @@
 """The compose stage: windows, the reference layout, deterministic resumable shards, bad inputs."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -129,6 +130,8 @@ def test_samples_hold_the_contracted_fields(tmp_path, talking_clips):
         assert set(AUDIO_CONTEXT_KEYS) <= set(meta["audio"]) and sample.audio.dtype == np.int16
         assert len(sample.audio) == (2 * 9600 + meta["audio"]["window_samples"] - meta["audio"]["cut_before"]
                                      - meta["audio"]["cut_after"])
+    # What the shards were made from, for the provenance of a model trained on them.
+    assert json.loads((tmp_path / "s" / "compose_stats.json").read_text())["corpus"] == {"sources": ["test"]}
 
 
 def _shard_bytes(directory: Path) -> dict[str, bytes]:
