@@ -32,6 +32,9 @@ __all__ = [
     "mouth_boxes",
     "track_faces",
     "track_video",
+    "track_faces_sparse",
+    "tracking_detector",
+    "WindowFaces",
     "require_face",
     "square_crop_box",
     "square_crop_boxes",
@@ -204,12 +207,17 @@ class HaarFaceDetector:
         min_neighbors: int = 4,
         near_side: int = 96,
         near_scale_factor: float = 1.1,
+        near_margin: float = 1.0,
+        near_sizes: tuple[float, float] = (0.65, 1.5),
         equalize: bool = True,
     ) -> None:
         if not 0 < min_face < 1:
             raise ValueError(f"min_face is a fraction of the frame's shorter side, got {min_face}")
         if scale_factor <= 1 or near_scale_factor <= 1:
             raise ValueError("scale factors must be > 1")
+        if not (0 < near_sizes[0] < 1 < near_sizes[1] and near_margin >= near_sizes[1] / 2):
+            raise ValueError(f"near_sizes must be (low < 1 < high) and near_margin at least half of high (the "
+                             f"largest face must fit), got {near_sizes}, {near_margin}")
         self.cascade = cascade
         self.fallbacks = tuple(fallbacks)
         self.detect_side = int(detect_side)  # longest side of the detection copy
@@ -218,6 +226,10 @@ class HaarFaceDetector:
         self.min_neighbors = int(min_neighbors)
         self.near_side = int(near_side)  # face size (px) the local search in detect_near works at
         self.near_scale_factor = float(near_scale_factor)
+        # detect_near searches this many box sides either side of the box's centre, for faces of
+        # these multiples of its side: each extra scale costs about as much as the whole crop.
+        self.near_margin = float(near_margin)
+        self.near_sizes = (float(near_sizes[0]), float(near_sizes[1]))
         self.equalize = bool(equalize)
         self.mouth_fractions = MOUTH_FRACTIONS
         self._cascades: dict[str, cv2.CascadeClassifier] = {}
@@ -280,14 +292,15 @@ class HaarFaceDetector:
         return [Box(x / scale, y / scale, (x + w) / scale, (y + h) / scale, v) for (x, y, w, h), v in found]
 
     def detect_near(self, frame_rgb: np.ndarray, box: Box) -> list[Box]:
-        """Faces of about the size of `box` within one box side of it (a cheap tracking search)."""
+        """Faces of about the size of `box` (near_sizes) within near_margin sides of its centre (a cheap tracking search)."""
         side = max(box.width, box.height)
         if not side > 0:
             return []
         height, width = frame_rgb.shape[:2]
         cx, cy = box.center
-        x1, y1 = max(0, int(cx - side)), max(0, int(cy - side))
-        x2, y2 = min(width, int(math.ceil(cx + side))), min(height, int(math.ceil(cy + side)))
+        reach = self.near_margin * side
+        x1, y1 = max(0, int(cx - reach)), max(0, int(cy - reach))
+        x2, y2 = min(width, int(math.ceil(cx + reach))), min(height, int(math.ceil(cy + reach)))
         if x2 - x1 < side * 0.8 or y2 - y1 < side * 0.8:
             return []
         gray = _to_gray(frame_rgb[y1:y2, x1:x2])
@@ -295,8 +308,9 @@ class HaarFaceDetector:
         # few scales between min and max size keep this several times cheaper than detect.
         scale = min(1.0, self.near_side / side)
         small = self._prepare(gray, scale)
-        min_px = max(self._MIN_WINDOW, int(0.65 * side * scale))
-        max_px = int(math.ceil(1.5 * side * scale))
+        smallest, largest = self.near_sizes
+        min_px = max(self._MIN_WINDOW, int(smallest * side * scale))
+        max_px = int(math.ceil(largest * side * scale))
         found = self._run(small, self.near_scale_factor, min_px, max_px)
         return [Box(x1 + x / scale, y1 + y / scale, x1 + (x + w) / scale, y1 + (y + h) / scale, v)
                 for (x, y, w, h), v in found]
@@ -311,6 +325,20 @@ def _default_detector() -> FaceDetector:
     detector = getattr(_local, "haar", None)
     if detector is None:
         detector = _local.haar = HaarFaceDetector()
+    return detector
+
+
+def tracking_detector() -> HaarFaceDetector:
+    """The Haar detector of the sparse trackers (track_faces_sparse, WindowFaces), one per thread.
+
+    Its local search is the cheap one the trackers lean on: the face at about 64 px, half a side of
+    room around the last box and sizes 0.75-1.33 of it (five cascade scales instead of nine). On the
+    seven shared talking-head videos that search kept the face on every sampled frame while costing
+    under half of the default's; a face that moved further is found again by the full detection.
+    """
+    detector = getattr(_local, "tracking", None)
+    if detector is None:
+        detector = _local.tracking = HaarFaceDetector(near_side=64, near_margin=0.8, near_sizes=(0.75, 1.33))
     return detector
 
 
@@ -506,6 +534,7 @@ def track_faces(
     detector: FaceDetector | None = None,
     stride: int = 1,
     fps: float = 25.0,
+    lost_stride: int | None = None,
     smooth_s: float = 0.3,
     max_gap_s: float = 0.5,
     min_iou: float = 0.3,
@@ -513,31 +542,36 @@ def track_faces(
     outlier_scale: float = 1.4,
     use_near: bool = True,
     refine_mouth: bool = True,
+    mouth_samples: int = 12,
     label: str = "frames",
 ) -> FaceTrack:
     """Follow the main face through frames: per-frame face and mouth boxes, smoothed over time.
 
     The detector runs on every stride-th frame and the last one (frames are consumed once, so a
-    decoding generator works). Each detection continues the track by overlap with the last one
+    decoding generator works), and on every lost_stride-th (default: stride) while it has no face
+    to follow: before the first, and after a run that missed it. Each detection continues the track by overlap with the last one
     (IoU >= min_iou); with none, after a gap longer than max_gap_s, the largest face restarts it.
     Detections far from the running median (centre off by outlier_shift sides, size off by
     outlier_scale) are dropped, gaps are interpolated (held at the ends), then centre and size
     are smoothed over about smooth_s seconds. Mouth boxes are fixed fractions of the smoothed
     face box, moved (refine_mouth) to where the smile cascade puts the mouth when it is sure on
-    most of a few sampled frames.
+    most of up to mouth_samples frames a quarter second apart.
     """
-    if stride < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
+    lost_stride = stride if lost_stride is None else lost_stride
+    if stride < 1 or lost_stride < 1:
+        raise ValueError(f"stride and lost_stride must be >= 1, got {stride}, {lost_stride}")
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     detector = detector or _default_detector()
     near = getattr(detector, "detect_near", None) if use_near else None
     max_gap = max(int(round(max_gap_s * fps)), stride - 1)
-    relock_after = max(1, max_gap // stride)  # missed detector runs before any face may restart the track
+    # Frames since the last accepted detection before any face may restart the track: as many
+    # missed stride-spaced runs as fit in max_gap, counted in frames since lost_stride runs closer.
+    relock_frames = (max(1, max_gap // stride) + 1) * stride
 
     raw: dict[int, Box] = {}
     attempted: list[int] = []
-    state: dict[str, Any] = {"ref": None, "lost": 0, "next_smile": 0}
+    state: dict[str, Any] = {"ref": None, "lost": 0, "found_at": 0, "next_smile": 0}
     smiles: list[tuple[float, float] | None] = []
     smile_every = max(1, int(round(0.25 * fps)))
 
@@ -551,16 +585,16 @@ def track_faces(
             candidates = detector.detect(frame)
             if ref is not None:
                 choice = _continuing(ref, candidates, min_iou)
-            if choice is None and candidates and (ref is None or state["lost"] >= relock_after):
+            if choice is None and candidates and (ref is None or t - state["found_at"] >= relock_frames):
                 choice = max(candidates, key=lambda b: b.area)
         if choice is None:
             state["lost"] += 1
         else:
             raw[t] = choice
-            state["ref"], state["lost"] = choice, 0
+            state["ref"], state["lost"], state["found_at"] = choice, 0, t
             # A few samples a quarter second apart: the mouth's place in the face box is the
             # person's proportion, so it is measured once per track, not followed per frame.
-            if refine_mouth and len(smiles) < 12 and t >= state["next_smile"]:
+            if refine_mouth and len(smiles) < mouth_samples and t >= state["next_smile"]:
                 smiles.append(_smile_centre(frame, choice.as_array()))
                 state["next_smile"] = t + smile_every
 
@@ -568,11 +602,13 @@ def track_faces(
     last: np.ndarray | None = None
     for t, frame in enumerate(frames):
         count, last = t + 1, frame
-        if t % stride == 0:
+        # Until the first face, or after a missed run, a lost_stride that is shorter looks again sooner.
+        searching = state["ref"] is None or state["lost"] > 0
+        if t % stride == 0 or (searching and t % lost_stride == 0):
             step(t, frame)
     if count == 0:
         raise NoFrames(label, "no frames to look for faces in")
-    if (count - 1) % stride:
+    if attempted[-1] != count - 1:
         step(count - 1, last)  # type: ignore[arg-type]
 
     fractions = _refined_fractions(_fractions_of(detector), smiles)
@@ -613,13 +649,40 @@ def _build_track(raw: dict[int, Box], attempted: list[int], count: int, fps: flo
     return FaceTrack(faces, mouth_boxes(faces, fractions), detected, found, tried, raw_boxes, float(fps), fractions)
 
 
+# Detections a second of the sparse tracker: head motion in talking video is slow next to 5 Hz, and
+# the interpolated boxes stay within a few percent of per-frame tracking (benchmarks/face_tracking_ms.py).
+SPARSE_DETECTIONS_PER_S = 5.0
+
+
+def track_faces_sparse(frames: Iterable[np.ndarray], fps: float = 25.0, detections_per_s: float = SPARSE_DETECTIONS_PER_S,
+                       detector: FaceDetector | None = None, **options: Any) -> FaceTrack:
+    """track_faces at a fraction of the cost: detections_per_s detections a second, boxes interpolated between.
+
+    The detector (tracking_detector() unless given) runs its cheap local search on every
+    round(fps / detections_per_s)-th frame and the last, its full search only to start or
+    regain the track, and while it has no face on every frame (a face the full search finds on
+    few frames is not skipped over); between detections the boxes are interpolated and smoothed
+    as track_faces does. The mouth's place is measured on 6 frames instead of 12. About 1.5 ms a
+    frame where per-frame tracking takes 8-12 (the seven shared videos, one busy core).
+    """
+    if not detections_per_s > 0:
+        raise ValueError(f"detections_per_s must be > 0, got {detections_per_s}")
+    stride = max(1, int(round(fps / detections_per_s)))
+    options.setdefault("mouth_samples", 6)
+    options.setdefault("lost_stride", 1)
+    return track_faces(frames, detector=detector or tracking_detector(), stride=stride, fps=fps, **options)
+
+
 def track_video(path: str | os.PathLike, detector: FaceDetector | None = None, stride: int = 1,
-                **options: Any) -> FaceTrack:
-    """track_faces over a video file's frames, at the file's average frame rate."""
+                sparse: bool = False, **options: Any) -> FaceTrack:
+    """track_faces over a video file's frames, at the file's average frame rate (track_faces_sparse when sparse)."""
     from avlips.media.frames import iter_frames
     from avlips.media.probe import probe
 
     info = probe(path)
+    if sparse:
+        return track_faces_sparse(iter_frames(path), fps=info.fps or 25.0, detector=detector, label=str(path),
+                                  **options)
     return track_faces(iter_frames(path), detector=detector, stride=stride, fps=info.fps or 25.0,
                        label=str(path), **options)
 
@@ -629,6 +692,50 @@ def require_face(track: FaceTrack, min_fraction: float = 0.5, label: str = "fram
     fraction = track.found_fraction
     if not fraction >= min_fraction:
         raise NoFace(label, f"face found in {fraction:.0%} of frames (need {min_fraction:.0%})")
+
+
+class WindowFaces:
+    """The face of each window of one clip, windows taken in clip order: one cheap search per window.
+
+    compose crops all frames of a window around one box. The window's middle frame is searched: near
+    the previous window's face (the detector's detect_near), or for the clip's first face over the
+    whole frame (the largest face); when the face is there, that box is the window's. Otherwise (the
+    face moved, turned or is gone) every frame of the window is tracked as track_faces does, and the
+    window has a face when it was detected on at least min_fraction of them: the median of those
+    boxes, which the next window then searches near.
+    """
+
+    def __init__(self, detector: FaceDetector | None = None, min_fraction: float = 0.6, min_iou: float = 0.3,
+                 label: str = "frames") -> None:
+        self.detector = detector or tracking_detector()
+        self.min_fraction = float(min_fraction)
+        self.min_iou = float(min_iou)
+        self.label = label
+        self.previous: Box | None = None
+        self.searches = self.tracked = 0  # windows settled by the one local search, by tracking every frame
+
+    def box(self, frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """The window's face box (x1, y1, x2, y2) as float64; NoFace when it has none."""
+        near = getattr(self.detector, "detect_near", None)
+        if len(frames) and (self.previous is None or near is not None):
+            middle = frames[len(frames) // 2]
+            if self.previous is None:
+                found = max(self.detector.detect(middle), key=lambda b: b.area, default=None)
+            else:
+                found = _continuing(self.previous, near(middle, self.previous), self.min_iou)
+            if found is not None:
+                self.searches += 1
+                self.previous = found
+                return found.as_array()
+        self.tracked += 1
+        track = track_faces(frames, detector=self.detector, refine_mouth=False, label=self.label)
+        detected = np.asarray(track.detected, dtype=bool)
+        if not detected.mean() >= self.min_fraction:
+            self.previous = None
+            raise NoFace(self.label, f"face found in {int(detected.sum())} of {len(detected)} window frames")
+        face = np.median(np.asarray(track.faces)[detected], axis=0)
+        self.previous = Box.from_array(face)
+        return face
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from avlips.media.audio import ClipMel, MelConfig, mel_columns, stream_mel, time_columns, window_columns
-from avlips.media.errors import MediaError, NoFace, TooShort
+from avlips.media.errors import MediaError, TooShort
 from avlips.media.audio_decode import iter_audio
 from avlips.media.frames import FrameReader
 from avlips.media.sample import WindowSample
@@ -70,6 +70,7 @@ def iter_windows(video_path: str, audio_path: str, keys: list[str], config: Wind
     # Centred sources are resized as the reference does (whole frames, OpenCV bilinear) while
     # decoding, straight into the window's array; face crops need the full frames.
     size = (config.frame_size, config.frame_size) if centred else None
+    faces = None if centred else _window_faces(config, video_path)  # follows the face from window to window
     with FrameReader(video_path, size, interpolation="linear") as reader:
         info = reader.info
         starts = window_starts(info.frames, config.n_windows, config.window_len)
@@ -110,7 +111,7 @@ def iter_windows(video_path: str, audio_path: str, keys: list[str], config: Wind
                 if isinstance(span_columns, MediaError):
                     raise span_columns
                 first, last = span_columns
-                crops, box = crop_window(reader.read(indices), config, centred, video_path)
+                crops, box = crop_window(reader.read(indices), config, centred, video_path, faces)
             except MediaError as exc:
                 yield WindowFailure(key, exc)
                 continue
@@ -210,22 +211,29 @@ def _candidate_columns(starts: list[int], spans: list[tuple[float, float]], fram
     return sorted(wanted)
 
 
-def crop_window(frames: np.ndarray, config: WindowConfig, centred: bool, label: str
+def _window_faces(config: WindowConfig, label: str):
+    """A face follower for one clip's windows (media.faces.WindowFaces)."""
+    from avlips.media.faces import WindowFaces
+
+    return WindowFaces(min_fraction=config.min_face_fraction, label=label)
+
+
+def crop_window(frames: np.ndarray, config: WindowConfig, centred: bool, label: str, faces=None
                 ) -> tuple[np.ndarray, list[int] | None]:
-    """Frames at the sample size: whole frames for centred sources, else one face-centred square."""
+    """Frames at the sample size: whole frames for centred sources, else one face-centred square.
+
+    `faces` (a WindowFaces) carries the face from the clip's previous window; without it the
+    window's face is found on its own.
+    """
     size = config.frame_size
     if centred:
         if frames.shape[1:3] == (size, size):
             return frames, None  # resized while decoding
         # The reference resizes whole (already face-centred) frames with OpenCV's bilinear default.
         return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_LINEAR) for f in frames]), None
-    from avlips.media.faces import crop_square, square_crop_box, track_faces
+    from avlips.media.faces import crop_square, square_crop_box
 
-    track = track_faces(frames)
-    found = np.asarray(track.detected, dtype=bool)
-    if found.mean() < config.min_face_fraction:
-        raise NoFace(label, f"face found in {found.sum()} of {len(frames)} window frames")
     # One box for the whole window keeps the crops steady across its frames.
-    face = np.median(np.asarray(track.faces)[found], axis=0)
+    face = (faces or _window_faces(config, label)).box(frames)
     box = square_crop_box(face, frames.shape[1:3], config.crop_scale)
     return np.stack([crop_square(frame, box, size) for frame in frames]), [int(v) for v in box]

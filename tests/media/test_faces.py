@@ -94,6 +94,48 @@ def test_stride_matches_every_frame_on_real_video(real_tracks) -> None:
 
 @needs_shared
 @pytest.mark.shared_media
+@pytest.mark.slow
+@pytest.mark.parametrize("name", VIDEOS)
+def test_sparse_tracking_meets_the_same_bar_on_real_video(name: str, real_tracks) -> None:
+    """5 cheap searches a second and interpolation: the face still on >= 95% of frames, steady, on the per-frame boxes."""
+    from avlips.media.frames import iter_frames
+    from avlips.media.probe import probe
+
+    assert name in real_tracks, f"{SHARED / 'video' / name} is missing"
+    full = real_tracks[name][0]
+    path = SHARED / "video" / name
+    fps = probe(path).fps
+    sparse = faces.track_faces_sparse(iter_frames(path), fps=fps, label=str(path))
+    assert sparse.attempted.sum() <= len(full) / round(fps / 5) + 2  # searched on about every 5th frame only
+    assert sparse.found_fraction >= 0.95, f"face found in {sparse.found_fraction:.1%} of frames"
+    shift = float(np.median(sparse.centre_shift()))
+    assert shift < 0.02, f"median centre shift {shift:.2%} of the box side"
+    ious = np.array([faces._iou(a, b[None])[0] for a, b in zip(full.faces, sparse.faces)])
+    assert ious.mean() > 0.9 and ious.min() > 0.75, (ious.mean(), ious.min())
+
+
+@needs_shared
+@pytest.mark.shared_media
+@pytest.mark.slow
+def test_window_faces_find_every_window_of_real_video() -> None:
+    """compose's follower: one search per window, on the face that per-window tracking finds."""
+    from avlips.media.frames import iter_frames
+    from avlips.media.windows import window_starts
+
+    path = SHARED / "video" / "videoretalking_face_4.mp4"  # background false positives beside the face
+    frames = list(iter_frames(path))
+    follower = faces.WindowFaces(label=str(path))
+    for start in window_starts(len(frames), 10, 5):
+        window = np.stack(frames[start:start + 5])
+        box = follower.box(window)
+        alone = faces.track_faces(window, refine_mouth=False)
+        reference = np.median(alone.faces[alone.detected], axis=0)
+        assert faces._iou(box, reference[None])[0] > 0.8
+    assert follower.searches == 10 and follower.tracked == 0
+
+
+@needs_shared
+@pytest.mark.shared_media
 @pytest.mark.parametrize("name", ["sadtalker_people_0.png", "hallo_ref_6.jpg", "musetalk_musk.png"])
 def test_face_photo_found(name: str) -> None:
     image = _read_rgb(SHARED / "image" / name)
@@ -240,6 +282,54 @@ def test_stride_detects_every_nth_frame_and_the_last() -> None:
     assert track.found.all() and track.detection_rate == 1.0
     err = np.hypot(*(_centres(track.faces) - truth[:, :2]).T) / truth[:, 2]
     assert err.max() < 0.02
+
+
+def test_lost_stride_searches_every_frame_until_there_is_a_face() -> None:
+    count = 40
+    truth = _truth(count)
+    detector = ScriptedDetector({t: [_box(*truth[t])] for t in range(7, count)})
+    track = faces.track_faces(_index_frames(count), detector=detector, stride=5, lost_stride=1, fps=25,
+                              refine_mouth=False)
+    # Frames 0-7 while there is no face, then every 5th from the first detection, and the last.
+    assert detector.calls == [0, 1, 2, 3, 4, 5, 6, 7, 10, 15, 20, 25, 30, 35, 39]
+    assert track.detected[7] and track.found[7:].all()
+
+
+class ScriptedNearDetector(ScriptedDetector):
+    """A ScriptedDetector with a local search: the scripted boxes near the given one; records those calls too."""
+
+    def __init__(self, script: dict[int, list[Box]]) -> None:
+        super().__init__(script)
+        self.near_calls: list[int] = []
+
+    def detect_near(self, frame_rgb: np.ndarray, box: Box) -> list[Box]:
+        t = int(frame_rgb[0, 0, 0]) * 256 + int(frame_rgb[0, 0, 1])
+        self.near_calls.append(t)
+        return [b for b in self.script.get(t, []) if faces._iou(b.as_array(), box.as_array()[None])[0] > 0]
+
+
+def test_window_faces_search_each_window_once_and_track_when_that_fails() -> None:
+    frames = np.stack(_index_frames(60))
+    face = _box(100, 100, 80)
+    script = {t: [face] for t in range(60)}
+    script[12] = []  # the middle of the third window: only its other frames show the face
+    for t in range(20, 25):
+        script[t] = []  # the fifth window has none
+    detector = ScriptedNearDetector(script)
+    follower = faces.WindowFaces(detector=detector, min_fraction=0.6, label="clip.mp4")
+    # The first window: one full search of its middle frame; the second: one local search.
+    assert np.allclose(follower.box(frames[0:5]), face.as_array()) and detector.calls == [2]
+    assert np.allclose(follower.box(frames[5:10]), face.as_array()) and detector.near_calls == [7]
+    # A miss on the middle frame: every frame of the window is tracked; 4 of 5 is enough.
+    detector.calls.clear()
+    assert np.allclose(follower.box(frames[10:15]), face.as_array(), atol=1.0)
+    assert detector.calls and set(detector.calls) <= set(range(10, 15))
+    assert follower.searches == 2 and follower.tracked == 1
+    with pytest.raises(NoFace, match=r"clip\.mp4: face found in 0 of 5 window frames"):
+        follower.box(frames[20:25])
+    # After a window without a face the next one starts over with a full search.
+    detector.calls.clear()
+    assert np.allclose(follower.box(frames[30:35]), face.as_array()) and detector.calls == [32]
 
 
 def test_track_restarts_on_the_largest_face_after_a_long_loss() -> None:
