@@ -84,13 +84,9 @@ def load_detector(path: str, device: str = "auto") -> Detector:
 def score_shards(detector: Detector, shards: str | list[str], batch_size: int = 16
                  ) -> Iterator[tuple[str, str, int, float]]:
     """(key, clip, label, probability of fake) for every readable sample of the shards."""
-    config = detector.loader_config(batch_size)
-    for batch in make_loader(shards, config, rank=0, world_size=1):
-        global_input, crops = batch_inputs(batch, config, detector.device)
-        logits = detector.model(global_input, crops).logit.float()
-        for key, clip, label, score in zip(batch.keys, batch.clips, batch.labels.tolist(),
-                                           torch.sigmoid(logits).cpu().tolist()):
-            yield key, clip, int(label), float(score)
+    from avlips.model.scoring import score_windows  # the loop of training's validation too
+
+    return score_windows(detector.model, shards, detector.loader_config(batch_size), detector.device)
 
 
 def _generators_by_clip(clean_dir: str) -> dict[str, str]:
