@@ -60,22 +60,34 @@ def _counts(card: Mapping) -> list[str]:
 
 
 def _perturbed(card: Mapping) -> list[str]:
+    """A types x levels grid of window counts, then what each cell holds by split, label and generator."""
     counts = card["perturbed"]["counts"]
     if not card["perturbed"]["cells"]:
         return ["## Perturbed windows", "", "No perturbed shards (the perturb stage's output is absent).", ""]
-    columns = sorted({(r["split"], r["label"], r["generator"]) for r in counts},
-                     key=lambda k: (k[0], k[1] != "real", k[2]))
-    grid: dict[tuple, dict] = defaultdict(dict)
-    for r in counts:
-        grid[(r["type"], r["level"])][(r["split"], r["label"], r["generator"])] = r["windows"]
     failed = card["failures"]["perturb"].get("by_cell", {})
-    header = ["type", "level"] + [f"{s} {lab}" + (f" {g}" if g else "") for s, lab, g in columns] + ["failures"]
-    rows = []
-    for cell in card["perturbed"]["cells"]:
-        name, _, level = cell.rpartition("/")
-        got = grid.get((name, int(level)), {})
-        rows.append([name, level, *[got.get(c, 0) for c in columns], sum(failed.get(cell, {}).values())])
-    return ["## Perturbed windows by type and level", "", *_table(header, rows), ""]
+    contents: dict[str, dict[tuple, int]] = defaultdict(dict)
+    for r in counts:
+        contents[f"{r['type']}/{r['level']}"][(r["split"], r["label"], r["generator"])] = r["windows"]
+    types = list(dict.fromkeys(cell.rpartition("/")[0] for cell in card["perturbed"]["cells"]))
+    levels = list(dict.fromkeys(cell.rpartition("/")[2] for cell in card["perturbed"]["cells"]))
+
+    def cell_text(cell: str) -> str:
+        if cell not in card["perturbed"]["cells"]:
+            return ""
+        lost = sum(failed.get(cell, {}).values())
+        return str(sum(contents[cell].values())) + (f" ({lost} failed)" if lost else "")
+
+    lines = ["## Perturbed windows by type and level", "",
+             *_table(["type"] + [f"level {lv}" for lv in levels],
+                     [[name] + [cell_text(f"{name}/{lv}") for lv in levels] for name in types]), ""]
+    kinds = sorted({key for held in contents.values() for key in held}, key=lambda k: (k[0], k[1] != "real", k[2]))
+    rows = [[cell] + [contents[cell].get(k, 0) for k in kinds] for cell in card["perturbed"]["cells"]]
+    if len({tuple(row[1:]) for row in rows}) == 1:  # every cell holds the same windows: say it once
+        lines += ["Every cell holds " + ", ".join(f"{n} {s} {lab}" + (f" {g}" if g else "") + " windows"
+                                                  for (s, lab, g), n in zip(kinds, rows[0][1:])) + ".", ""]
+    else:
+        lines += _table(["cell"] + [f"{s} {lab}" + (f" {g}" if g else "") for s, lab, g in kinds], rows) + [""]
+    return lines
 
 
 def _identities(card: Mapping) -> list[str]:

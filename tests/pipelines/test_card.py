@@ -226,6 +226,7 @@ def test_failed_stages_are_reported_by_error_class(tmp_path):
     markdown = Path(params["card"]["markdown"]).read_text()
     assert "| corpus | 15 | 3 | NoAudio (1); TooShort (2) |" in markdown
     assert "GeneratorTimeout (1); NoFace (1)" in markdown and "timed out after 60 s" in markdown
+    assert "| opus | 0 | 0 | 12 (1 failed) |" in markdown  # the types x levels grid
     assert card["violations"] == []  # failures are reported, not violations
 
 
@@ -319,7 +320,7 @@ def test_sync_quality_per_generator_when_the_fakes_carry_it(tmp_path):
 
 def _video(path: Path) -> Path:
     from avlips.media.encode import write_video
-    from tests.conftest import gradient_frames, tone
+    from tests.builders import gradient_frames, tone
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_video(path, gradient_frames(10, 48, 64), 25, tone(10 / 25, 16000))
