@@ -12,7 +12,7 @@ from avlips.media.encode import write_video, write_wav
 from avlips.media.frames import iter_frames
 from avlips.media.probe import probe
 from avlips.media.synthetic import make_persona, speech_like_audio
-from tests.conftest import gradient_frames, tone
+from tests.builders import gradient_frames, tone
 
 RATE, FPS, FRAMES = 16000, 25.0, 50  # a 2 s target
 

@@ -15,6 +15,7 @@ from avlips.generators.registry_cli import format_generator_table
 from avlips.media.frames import read_frames
 from avlips.media.probe import probe
 from avlips.pipelines.synthesize import run_synthesize
+from tests.builders import tiny_corpus
 
 PLUGIN_SOURCE = Path(__file__).parent / "plugin_example"
 PLUGIN_MODULE = "avlips_example_generator"
@@ -60,8 +61,6 @@ def test_the_plugin_is_discovered_and_listed_as_ready(installed_plugin):
 
 
 def test_the_stage_runs_the_plugin(installed_plugin, tmp_path):
-    from tests.pipelines.test_synthesize import tiny_corpus
-
     corpus = tiny_corpus(tmp_path, identities=6, clips_per_identity=1)
     params = {"seed": 2, "synthesize": {**corpus, "fakes_per_clip": 1, "max_failure_fraction": 0.0,
                                         "generators": {"example_still": {"enabled": True, "fps": 20}}}}

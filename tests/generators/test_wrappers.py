@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,92 +32,26 @@ from avlips.media.errors import MediaError
 from avlips.media.encode import write_video
 from avlips.media.frames import read_frames
 from avlips.media.probe import probe
-from tests.conftest import pinned_ffmpeg
+from tests.builders import (LATENTSYNC_CONFIG, SCRIPTS, checkout_tree, file_tree, make_checkout, pinned_ffmpeg,
+                            stereo_speech)
 
-STANDINS = Path(__file__).parent / "standins"
 NEW_KINDS = ("latentsync", "musetalk", "videoretalking", "ip_lap")  # today's generators
 KINDS = ("wav2lip_repo", "talklip", "sadtalker", "makeittalk", *NEW_KINDS)
 CLASSES = {"wav2lip_repo": Wav2LipRepo, "talklip": TalkLip, "sadtalker": SadTalker, "makeittalk": MakeItTalk,
            "latentsync": LatentSync, "musetalk": MuseTalk, "videoretalking": VideoRetalking, "ip_lap": IPLAP}
-SCRIPTS = {"wav2lip_repo": ("wav2lip", "inference.py"), "talklip": ("talklip", "inf_demo.py"),
-           "sadtalker": ("sadtalker", "inference.py"), "makeittalk": ("makeittalk", "main_end2end.py"),
-           "latentsync": ("latentsync", "scripts/inference.py"), "musetalk": ("musetalk", "scripts/inference.py"),
-           "videoretalking": ("videoretalking", "inference.py"), "ip_lap": ("ip_lap", "inference_single.py")}
 OUT_SIZE = {"wav2lip_repo": (96, 96), "talklip": (96, 96), "sadtalker": (256, 256), "makeittalk": (256, 256),
             "latentsync": (96, 96), "musetalk": (96, 96), "videoretalking": (96, 96), "ip_lap": (96, 96)}
 # Targets at 30 fps for the scripts that must get (talklip) or make (latentsync, ip_lap) 25 fps themselves.
 TARGET_FPS = {"talklip": 30.0, "latentsync": 30.0, "ip_lap": 30.0}
-# Files each checkout holds as its README lays it out: checkpoints and the files read at run time.
-CHECKOUT_FILES = {
-    "wav2lip_repo": ["checkpoints/wav2lip_gan.pth", "face_detection/detection/sfd/s3fd.pth"],
-    "talklip": ["checkpoints/global_contrastive.pth", "config.yaml", "task_state.pt",
-                "face_detection/detection/sfd/s3fd.pth"],
-    "sadtalker": ["checkpoints/SadTalker_V0.0.2_256.safetensors", "checkpoints/mapping_00229-model.pth.tar",
-                  "checkpoints/mapping_00109-model.pth.tar", "gfpgan/weights/alignment_WFLW_4HG.pth",
-                  "gfpgan/weights/detection_Resnet50_Final.pth"],
-    "makeittalk": ["examples/ckpt/ckpt_autovc.pth", "examples/ckpt/ckpt_content_branch.pth",
-                   "examples/ckpt/ckpt_speaker_branch.pth", "examples/ckpt/ckpt_116_i2i_comb.pth",
-                   "examples/dump/emb.pickle", "src/dataset/utils/STD_FACE_LANDMARKS.txt",
-                   "src/dataset/utils/MEAN_STD_AUTOVC_RETRAIN_MEL_AU.txt", "src/autovc/retrain_version/obama_emb.txt"],
-    "latentsync": ["checkpoints/latentsync_unet.pt", "checkpoints/whisper/tiny.pt", "configs/scheduler_config.json",
-                   "latentsync/utils/mask.png", "checkpoints/auxiliary/models/buffalo_l/det_10g.onnx",
-                   "checkpoints/auxiliary/models/buffalo_l/2d106det.onnx"],
-    "musetalk": ["models/musetalkV15/unet.pth", "models/musetalkV15/musetalk.json", "models/sd-vae/config.json",
-                 "models/whisper/config.json", "models/dwpose/dw-ll_ucoco_384.pth",
-                 "models/face-parse-bisent/79999_iter.pth", "models/face-parse-bisent/resnet18-5c106cde.pth"],
-    "videoretalking": [f"checkpoints/{name}" for name in (
-        "DNet.pt", "LNet.pth", "ENet.pth", "face3d_pretrain_epoch_20.pth", "GPEN-BFR-512.pth", "RetinaFace-R50.pth",
-        "ParseNet-latest.pth", "GFPGANv1.3.pth", "shape_predictor_68_face_landmarks.dat", "expression.mat",
-        "BFM/similarity_Lm3D_all.mat")],
-    "ip_lap": ["test/checkpoints/landmarkgenerator_checkpoint.pth", "test/checkpoints/renderer_checkpoint.pth"],
-}
-LATENTSYNC_CONFIG = "model:\n  cross_attention_dim: 384\ndata:\n  mask_image_path: latentsync/utils/mask.png\n"
 ORANGE, TEAL = (210, 120, 40), (40, 150, 210)  # RGB target colours, one per job
 MOUTH_RGB = (160, 20, 20)  # what the stand-ins draw (standin_media.MOUTH_BGR reversed)
-
-
-def make_checkout(root: Path, kind: str) -> dict:
-    """A stand-in checkout laid out as its README says, with dummy weights, under root; the wrapper's settings.
-
-    Only `checkout` and `python` (plus test limits) are set, except TalkLip's checkpoint and AV-HuBERT
-    checkout, which its README leaves to the user.
-    """
-    folder, script = SCRIPTS[kind]
-    checkout = root / f"{folder}_checkout"
-    (checkout / script).parent.mkdir(parents=True)
-    shutil.copy(STANDINS / folder / script, checkout / script)
-    shutil.copy(STANDINS / "standin_media.py", checkout / "standin_media.py")
-    settings: dict = {"checkout": str(checkout), "python": sys.executable, "timeout_s": 60,
-                      "duration_tolerance_s": 0.5, "scratch_dir": str(root)}
-    for name in CHECKOUT_FILES[kind]:
-        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
-        (checkout / name).write_bytes(b"weights")
-    if kind == "wav2lip_repo":
-        (checkout / "temp").mkdir()
-    elif kind == "talklip":
-        (root / "av_hubert").mkdir()
-        settings.update(checkpoint="checkpoints/global_contrastive.pth", avhubert_root=str(root / "av_hubert"))
-    elif kind == "makeittalk":
-        soundfile.write(str(checkout / "examples" / "M6_04_16k.wav"), _speech(0.5, 44100)[0], 44100)
-        cv2.imwrite(str(checkout / "examples" / "paint_boy.jpg"), np.full((256, 256, 3), 90, np.uint8))
-    elif kind == "latentsync":
-        (checkout / "configs" / "unet").mkdir(parents=True)
-        (checkout / "configs" / "unet" / "stage2_512.yaml").write_text(LATENTSYNC_CONFIG)
-    return settings
-
-
-def _speech(seconds: float, rate: int) -> np.ndarray:
-    """A stereo tone with a syllable-rate envelope, (2, N)."""
-    t = np.arange(int(seconds * rate)) / rate
-    mono = (0.4 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t))).astype(np.float32)
-    return np.stack([mono, mono])
 
 
 def make_inputs(root: Path, kind: str, colour: tuple[int, int, int], seconds: float, tag: str,
                 fps: float = 25.0) -> tuple[Target, DrivingAudio]:
     """A solid-colour target (video, or image for IMAGE wrappers) and 44.1 kHz stereo driving audio."""
     wav = root / f"drive_{tag}.wav"
-    soundfile.write(str(wav), _speech(seconds, 44100).T, 44100)
+    soundfile.write(str(wav), stereo_speech(seconds, 44100).T, 44100)
     driving = DrivingAudio(clip_id=f"speaker_{tag}", path=str(wav), duration=seconds)
     if CLASSES[kind].input_kind == IMAGE:
         image = root / f"face_{tag}.png"
@@ -128,13 +61,6 @@ def make_inputs(root: Path, kind: str, colour: tuple[int, int, int], seconds: fl
     count = int(fps)  # one second: shorter than the audio, so the scripts cycle it
     write_video(video, (np.full((96, 96, 3), colour, np.uint8) for _ in range(count)), fps)
     return Target(f"clip_{tag}", str(video), fps, count, 1.0), driving
-
-
-def _tree(folder: Path) -> dict[str, bytes | None]:
-    """Every path under folder with its bytes (None for directories)."""
-    if not folder.is_dir():
-        return {}
-    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in folder.rglob("*")}
 
 
 def assert_fake(path: Path, kind: str, colour: tuple[int, int, int], seconds: float) -> None:
@@ -157,7 +83,7 @@ def assert_fake(path: Path, kind: str, colour: tuple[int, int, int], seconds: fl
 def test_each_wrapper_makes_a_valid_fake_with_the_driving_audio(tmp_path: Path, kind: str) -> None:
     settings = make_checkout(tmp_path, kind)
     checkout = Path(settings["checkout"])
-    before = _tree(checkout / "examples")
+    before = file_tree(checkout / "examples")
     generator = load_generator(kind, settings)  # through the entry point, as the pipeline does
     assert isinstance(generator, CLASSES[kind]) and generator.check().ready
     # 30 fps targets: TalkLip's wrapper must hand over 25 fps (its stand-in refuses others); LatentSync and
@@ -174,7 +100,7 @@ def test_each_wrapper_makes_a_valid_fake_with_the_driving_audio(tmp_path: Path, 
     assert_fake(out, kind, ORANGE, 1.6)
     if kind == "makeittalk":
         assert result.extra["raw_size"] == [768, 256] and result.extra["raw_fps"] == pytest.approx(62.5, abs=0.1)
-        assert _tree(checkout / "examples") == before  # wavs not resampled in place, no outputs or dump/ left in the checkout
+        assert file_tree(checkout / "examples") == before  # wavs not resampled in place, no outputs or dump/ left in the checkout
     if kind == "wav2lip_repo":
         assert not any((checkout / "temp").iterdir())  # the script's scratch went to the job's own temp/
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("avlips-")]  # scratch removed
@@ -200,11 +126,6 @@ LEFTOVERS = {"wav2lip_repo": ["temp/result.avi"], "latentsync": ["temp/video.mp4
              "musetalk": ["results/v15/face_audio.mp4"], "talklip": [], "sadtalker": []}
 
 
-def _checkout_tree(checkout: Path) -> dict[str, bytes | None]:
-    """The checkout's files and folders; Python's bytecode caches, which any import writes, are left out."""
-    return {name: data for name, data in _tree(checkout).items() if "__pycache__" not in name}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_checkout_is_never_written_and_its_leftovers_are_never_read(tmp_path: Path, kind: str) -> None:
@@ -213,10 +134,10 @@ def test_the_checkout_is_never_written_and_its_leftovers_are_never_read(tmp_path
     for name in LEFTOVERS[kind]:
         (checkout / name).parent.mkdir(parents=True, exist_ok=True)
         (checkout / name).write_bytes(b"left by an earlier run")
-    before = _checkout_tree(checkout)
+    before = checkout_tree(checkout)
     target, driving = make_inputs(tmp_path, kind, TEAL, 1.2, "a")
     CLASSES[kind](**settings).generate(target, driving, tmp_path / "fake.mp4")
-    assert _checkout_tree(checkout) == before
+    assert checkout_tree(checkout) == before
     assert_fake(tmp_path / "fake.mp4", kind, TEAL, 1.2)
 
 

@@ -12,21 +12,20 @@ import pandas as pd
 import pytest
 import yaml
 
-import tests.generators.test_wrappers as wrappers
-import tests.pipelines.test_synthesize as synthesize_tests
 from avlips.cli import main as avlips_main
 from avlips.pipelines.synthesize import run_synthesize
+from tests.builders import checkout_tree, make_checkout, tiny_corpus
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> dict:
     """Six one-clip identities, two per split: six targets, each driven by the other identity of its split."""
-    return synthesize_tests.tiny_corpus(tmp_path_factory.mktemp("wrapped"), identities=6, clips_per_identity=1)
+    return tiny_corpus(tmp_path_factory.mktemp("wrapped"), identities=6, clips_per_identity=1)
 
 
 def _makeittalk(root: Path) -> dict:
     """A README-layout MakeItTalk stand-in checkout; the settings a user writes: checkout and python."""
-    settings = wrappers.make_checkout(root, "makeittalk")
+    settings = make_checkout(root, "makeittalk")
     return {"checkout": settings["checkout"], "python": sys.executable}
 
 
@@ -40,7 +39,7 @@ def _params(corpus: dict, makeittalk: dict, scratch: Path) -> dict:
 def test_synthesize_with_two_workers_makes_every_makeittalk_fake_from_a_readme_layout_checkout(corpus, tmp_path):
     settings = _makeittalk(tmp_path)
     examples = Path(settings["checkout"]) / "examples"
-    before = wrappers._checkout_tree(Path(settings["checkout"]))
+    before = checkout_tree(Path(settings["checkout"]))
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     out = tmp_path / "fakes"
@@ -52,7 +51,7 @@ def test_synthesize_with_two_workers_makes_every_makeittalk_fake_from_a_readme_l
     assert len(fakes) == 6 and set(fakes["generator"]) == {"makeittalk"} and set(fakes["fps"]) == {25.0}
     assert all(Path(path).is_file() for path in fakes["path"])
     # The checkout is as the user left it: emb.pickle read through a link, nothing written there.
-    assert wrappers._checkout_tree(Path(settings["checkout"])) == before
+    assert checkout_tree(Path(settings["checkout"])) == before
     assert (examples / "dump" / "emb.pickle").read_bytes() == b"weights"
     assert list(scratch.iterdir()) == []  # every job's scratch removed
 

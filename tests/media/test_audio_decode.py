@@ -8,7 +8,7 @@ from avlips.media.audio_decode import iter_audio, read_audio, resampled_length
 from avlips.media.encode import write_video, write_wav
 from avlips.media.errors import NoAudio, TruncatedMedia
 from avlips.media.probe import probe, probe_audio
-from tests.conftest import gradient_frames, run_ffmpeg, tone
+from tests.builders import gradient_frames, run_ffmpeg, tone
 
 
 def test_read_audio_resamples_to_mono(tmp_path):

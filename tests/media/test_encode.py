@@ -9,7 +9,7 @@ from avlips.media.encode import mux_audio, write_video
 from avlips.media.errors import MediaError
 from avlips.media.frames import read_frames
 from avlips.media.probe import probe
-from tests.conftest import gradient_frames, tone
+from tests.builders import gradient_frames, tone
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:

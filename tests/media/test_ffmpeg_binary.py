@@ -12,7 +12,7 @@ from avlips.errors import AvlipsInputError
 from avlips.media import ffmpeg_binary
 from avlips.media.encode import mux_audio, write_video
 from avlips.media.ffmpeg_binary import FfmpegError, configure_ffmpeg, current_ffmpeg, ffmpeg_exe, pinned_path
-from tests.conftest import gradient_frames, tone
+from tests.builders import gradient_frames, tone
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ import pytest
 from avlips.media.errors import MediaError
 from avlips.media.frames import FrameReader, iter_frames, read_frames
 from avlips.media.probe import probe
-from tests.conftest import run_ffmpeg
+from tests.builders import run_ffmpeg
 
 
 def test_read_frames_is_frame_accurate_with_seeks(make_video):

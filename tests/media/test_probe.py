@@ -12,7 +12,7 @@ from avlips.media.encode import write_wav
 from avlips.media.errors import MediaError, NoFrames, NotAVideo, TruncatedMedia, UnreadableFile
 from avlips.media.frames import iter_frames, read_frames, read_frames_at
 from avlips.media.probe import frame_times, probe
-from tests.conftest import gradient_frames, run_ffmpeg, shared_videos, tone, write_vfr_video
+from tests.builders import gradient_frames, run_ffmpeg, shared_videos, tone, write_vfr_video
 
 
 def test_probe_reports_streams(make_video):

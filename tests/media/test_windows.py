@@ -10,7 +10,7 @@ from avlips.media.encode import write_video, write_wav
 from avlips.media.probe import frame_times, probe
 from avlips.media.audio import clip_mel_db, time_columns, window_columns
 from avlips.media.windows import WindowConfig, WindowFailure, iter_windows
-from tests.conftest import gradient_frames
+from tests.builders import gradient_frames
 
 
 def _speech(seconds: float, rate: int = 16000, seed: int = 0) -> np.ndarray:

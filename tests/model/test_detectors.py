@@ -8,7 +8,7 @@ import pytest
 
 from avlips.media.sample import WindowSample
 from avlips.model.detectors import AUDIO, FRAMES, Detector, DetectorError, Readiness, WindowScore
-from tests.model.test_lipfd_evaluate import _register
+from tests.builders import register_detectors
 
 
 def _sample(key: str, label: int = 0, audio: bool = True) -> WindowSample:
@@ -164,14 +164,14 @@ def test_combining_detectors_get_their_members_built_once_and_shared(monkeypatch
     from avlips.model.detector_set import build_detectors, default_detector
 
     (tmp_path / "a.pt").write_bytes(b"a")
-    _register(monkeypatch, a=_table_detector("a", {}, str(tmp_path / "a.pt")), b=_table_detector("b", {}))
+    register_detectors(monkeypatch, a=_table_detector("a", {}, str(tmp_path / "a.pt")), b=_table_detector("b", {}))
     params = {"detectors": {"fused": {"members": ["a", "b"], "calibration": str(tmp_path / "c.json")}}}
     built = build_detectors(["fused", "a"], params)
     assert set(built) == {"a", "b", "fused"} and built["fused"].detectors["a"] is built["a"]
     assert default_detector(params) == "lipfd"  # b names no weights file
     B = _table_detector("b", {})
     B.weights_path = lambda self: str(tmp_path / "a.pt")  # a method naming the file, as the sync detector has
-    _register(monkeypatch, a=_table_detector("a", {}, str(tmp_path / "a.pt")), b=B)
+    register_detectors(monkeypatch, a=_table_detector("a", {}, str(tmp_path / "a.pt")), b=B)
     assert default_detector(params) == "fused"
 
 

@@ -19,7 +19,7 @@ from avlips.media.errors import NoFace, NotAVideo, TooShort
 from avlips.media.windows import WindowConfig
 from avlips.model.checkpoints import save_checkpoint
 from avlips.model.lipfd import LipFDConfig, build_lipfd
-from tests.pipelines.test_compose import _clip_row, _params, _talking
+from tests.builders import clip_row, compose_params, register_detectors, talking_clip
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,10 +32,10 @@ def built(tmp_path_factory):
     from avlips.pipelines.perturb import run_perturb
 
     root = tmp_path_factory.mktemp("evaluate")
-    clips = [_talking(root / f"c{i}.mp4", seed=i + 1, seconds=1.6, size=64) for i in range(8)]
-    rows = [{**_clip_row(f"c{i}", p, f"id{i}", label=int(i in (2, 3)), split="test" if i < 4 else "val"),
+    clips = [talking_clip(root / f"c{i}.mp4", seed=i + 1, seconds=1.6, size=64) for i in range(8)]
+    rows = [{**clip_row(f"c{i}", p, f"id{i}", label=int(i in (2, 3)), split="test" if i < 4 else "val"),
              "generator": "audio_swap" if i in (2, 3) else ""} for i, p in enumerate(clips)]
-    params = _params(root, rows, n_windows=3, frame_size=64, samples_per_shard=6)
+    params = compose_params(root, rows, n_windows=3, frame_size=64, samples_per_shard=6)
     run_compose(str(root / "clean"), params)
     run_perturb(str(root / "clean"), str(root / "perturbed"),
                 {"perturb": {"types": ["gaussian_blur"], "levels": [1, 3]}})
@@ -212,25 +212,6 @@ def test_a_file_that_is_no_lipfd_checkpoint_is_an_error_naming_it(tmp_path):
 # -- detectors side by side (a test-only detector stands in for sync until the real one is installed)
 
 
-class _EntryPoint:
-    """What importlib.metadata hands out for an entry point: a name and a factory to load."""
-
-    def __init__(self, name, factory):
-        self.name, self._factory = name, factory
-
-    def load(self):
-        return self._factory
-
-
-def _register(monkeypatch, **factories):
-    """Install test-only detectors beside the real ones, as an installed plugin would be."""
-    import avlips.model.detectors as contract
-
-    installed = contract.detector_entry_points
-    monkeypatch.setattr(contract, "detector_entry_points",
-                        lambda: {**installed(), **{n: _EntryPoint(n, f) for n, f in factories.items()}})
-
-
 def _loudness_detector():
     """A detector that reads the audio field: louder window audio -> more fake; abstains on each clip's first window."""
     from avlips.model.detectors import AUDIO, FRAMES, Detector, Readiness, WindowScore
@@ -277,7 +258,7 @@ def test_detectors_side_by_side_with_abstentions_and_a_fused_verdict(built, monk
     from avlips.model.evaluate import run_evaluate
 
     root, _ = built
-    _register(monkeypatch, loudness=_loudness_detector())
+    register_detectors(monkeypatch, loudness=_loudness_detector())
     base = {"seed": 0, "evaluate": {"bootstrap_rounds": 0, "detectors": ["lipfd"]},
             "detectors": {"lipfd": {"device": "cpu"}}}
     alone = run_evaluate(str(root / "model.pt"), str(root / "clean"), "", str(tmp_path / "a"), base)
@@ -320,7 +301,7 @@ def test_fused_never_calibrates_on_tested_shards(built, monkeypatch, tmp_path):
     from avlips.model.evaluate import EvaluateInputError, run_evaluate
 
     root, _ = built
-    _register(monkeypatch, loudness=_loudness_detector())
+    register_detectors(monkeypatch, loudness=_loudness_detector())
     params = {"evaluate": {"bootstrap_rounds": 0, "detectors": ["fused"]},
               "detectors": {"lipfd": {"device": "cpu"}, "fused": {
                   "members": ["lipfd", "loudness"], "calibration": str(tmp_path / "f.json"),
@@ -352,7 +333,7 @@ def test_old_shards_without_audio(built, monkeypatch, tmp_path):
     new = run_evaluate(str(root / "model.pt"), str(root / "clean"), "", str(tmp_path / "a"), params)
     old = run_evaluate(str(root / "model.pt"), str(tmp_path / "old"), "", str(tmp_path / "b"), params)
     assert old["clean"] == new["clean"] and old["windows"] == 12
-    _register(monkeypatch, loudness=_loudness_detector())
+    register_detectors(monkeypatch, loudness=_loudness_detector())
     params["evaluate"]["detectors"] = ["lipfd", "loudness"]
     with pytest.raises(DetectorError, match=r"old/test-000000.tar: sample \S+ lacks field 'audio.npy'"):
         run_evaluate(str(root / "model.pt"), str(tmp_path / "old"), "", str(tmp_path / "c"), params)

@@ -9,7 +9,7 @@ import pytest
 from avlips.perturbations import (ALL_TYPES, AUDIO_CATALOGUE, AUDIO_TYPES, AVLIPS_TYPES, CALL_TYPES, CATALOGUE,
                                   BadAudio, BadLevel, BadSeed, SilentAudio, UnknownPerturbation, all_names,
                                   apply_audio, family, lookup, random_choice)
-from tests.perturbations.test_audio_formulas import RATE, speech
+from tests.builders import SPEECH_RATE as RATE, speech
 
 AUDIO = list(AUDIO_CATALOGUE)
 CODECS = ["opus", "amr_nb", "mp3", "packet_loss"]

@@ -6,7 +6,6 @@ import pytest
 import scipy.signal
 import scipy.stats
 
-from avlips.media.synthetic import make_persona, speech_like_audio
 from avlips.perturbations import AUDIO_CATALOGUE, apply_audio
 from avlips.perturbations.audio_codecs import (AMR_NB_DELAY, AMR_NB_HEADER_BYTES, AMR_NB_MODES, MP3_DELAY,
                                                amr_nb_decode, amr_nb_encode, amr_nb_mode, decode, mp3_decode,
@@ -14,19 +13,12 @@ from avlips.perturbations.audio_codecs import (AMR_NB_DELAY, AMR_NB_HEADER_BYTES
 from avlips.perturbations.audio_base import resample
 from avlips.perturbations.background_noise import SPECTRUM_FALL_DB_PER_OCTAVE, babble
 from avlips.perturbations.packet_loss import LOSS_BITRATE_KBPS, drop_packets, lost_packets
+from tests.builders import SPEECH_RATE as RATE, WINDOW_AUDIO_SECONDS, as_float, speech
 
-RATE = 16000
 LEVELS = [1, 2, 3, 4, 5]
-WINDOW_SECONDS = 1.4  # a window's audio with context: 0.2 s + 2 x 0.6 s
 
 
-def speech(seed: int = 1, seconds: float = WINDOW_SECONDS) -> np.ndarray:
-    """Synthetic voiced speech with pauses, int16 at 16 kHz, as audio.npy stores it."""
-    audio = speech_like_audio(make_persona(f"p{seed}", seed), seconds, RATE, seed)
-    return np.round(audio * 32767).astype(np.int16)
-
-
-def pulses(seed: int = 0, seconds: float = WINDOW_SECONDS) -> np.ndarray:
+def pulses(seed: int = 0, seconds: float = WINDOW_AUDIO_SECONDS) -> np.ndarray:
     """A broadband probe: a jittered pulse train through three resonances, int16 at 16 kHz."""
     rng = np.random.default_rng(seed)
     n = int(seconds * RATE)
@@ -49,10 +41,6 @@ def xcorr_lag(output: np.ndarray, reference: np.ndarray, max_lag: int = 2000) ->
     middle = len(reference) - 1
     window = full[middle - max_lag:middle + max_lag + 1]
     return int(np.argmax(window)) - max_lag
-
-
-def as_float(x: np.ndarray) -> np.ndarray:
-    return x.astype(np.float32) / 32768.0
 
 
 def snr_db(reference: np.ndarray, output: np.ndarray) -> float:

@@ -11,7 +11,7 @@ from avlips.perturbations.audio_codecs import opus_encode
 from avlips.perturbations.call import (FACE_CROP_FRACTION, LINKS, call_size, capture_positions, crop_kbps,
                                        lead_in_frame)
 from avlips.perturbations.packet_loss import lost_packets
-from tests.perturbations.test_audio_formulas import RATE, as_float, speech
+from tests.builders import SPEECH_RATE as RATE, as_float, speech
 
 LEVELS = [1, 2, 3, 4, 5]
 

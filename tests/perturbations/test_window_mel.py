@@ -11,7 +11,7 @@ from avlips.media.sample import WindowSample
 from avlips.perturbations import BadAudio, MissingAudio, apply_audio, family
 from avlips.perturbations.window import perturb_window
 from avlips.perturbations.window_mel import clip_reference_db, window_mel_db
-from tests.perturbations.test_audio_formulas import RATE, speech
+from tests.builders import SPEECH_RATE as RATE, speech
 
 CONTEXT = int(0.6 * RATE)
 CONFIG = MelConfig()

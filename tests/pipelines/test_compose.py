@@ -17,46 +17,19 @@ import pytest
 from avlips.media.audio_decode import read_audio
 from avlips.media.encode import write_video, write_wav
 from avlips.media.frames import iter_frames
-from avlips.media.probe import frame_times, probe
+from avlips.media.probe import frame_times
 from avlips.media.sample import AUDIO_CONTEXT_KEYS, WindowSample
-from avlips.media.synthetic import make_persona, render_talking_clip, speech_like_audio
 from avlips.media.windows import window_starts
 from avlips.pipelines.compose import run_compose
-from avlips.pipelines.corpus import CLIP_SCHEMA
 from avlips.pipelines.shards import iter_tar_samples
 from avlips.pipelines.storage import write_parquet
-from tests.conftest import gradient_frames, pinned_ffmpeg, tone
-
-
-def _clip_row(clip_id, path, identity, split="test", label=0, centred=True, audio_path=""):
-    info = probe(path)
-    return {"clip_id": clip_id, "identity": identity, "path": str(path), "label": label, "split": split,
-            "source": "test", "generator": "", "centred": centred, "fps": info.fps, "nominal_fps": info.nominal_fps,
-            "frames": info.frames, "duration": info.duration, "width": info.width, "height": info.height,
-            "rotation": info.rotation, "codec": info.codec, "variable_frame_rate": info.variable_frame_rate,
-            "audio_path": audio_path, "audio_source": "track", "audio_rate": info.audio_rate,
-            "audio_channels": info.audio_channels, "audio_duration": info.audio_duration}
-
-
-def _talking(path, seed, seconds=2.0, size=96, fps=25):
-    persona = make_persona(f"p{seed}", seed)
-    audio = speech_like_audio(persona, seconds, 16000, seed)
-    write_video(path, render_talking_clip(persona, audio, 16000, fps, size, seed), fps, audio, 16000)
-    return path
-
-
-def _params(tmp_path, rows, **compose):
-    write_parquet(str(tmp_path / "clips.parquet"), rows, CLIP_SCHEMA)
-    settings = {"clips": str(tmp_path / "clips.parquet"), "audio": "", "fakes": "", "n_windows": 4,
-                "window_len": 5, "frame_size": 64, "samples_per_shard": 3, "max_failure_fraction": 1.0}
-    settings.update(compose)
-    return {"seed": 1, "compose": settings}
+from tests.builders import clip_row, compose_params, gradient_frames, pinned_ffmpeg, talking_clip, tone, write_vfr_video
 
 
 @pytest.fixture(scope="module")
 def talking_clips(tmp_path_factory):
     root = tmp_path_factory.mktemp("talking")
-    return [_talking(root / f"c{i}.mp4", seed=i + 1) for i in range(4)]
+    return [talking_clip(root / f"c{i}.mp4", seed=i + 1) for i in range(4)]
 
 
 def test_window_starts_cover_long_videos_without_wrapping():
@@ -69,7 +42,7 @@ def test_window_starts_cover_long_videos_without_wrapping():
 
 
 def _reference_composite(video: Path, audio: Path, start: int) -> np.ndarray:
-    """The reference preprocessing of UPSTREAM.md 1.1, written plainly."""
+    """The reference preprocessing (docs/reference-lipfd.md), written plainly."""
     import librosa
     import matplotlib
 
@@ -96,7 +69,7 @@ def test_render_matches_reference_algorithm(tmp_path, talking_clips):
     video = talking_clips[0]
     wav = tmp_path / "speech.wav"
     write_wav(wav, read_audio(video, 16000), 16000)
-    params = _params(tmp_path, [_clip_row("c0", video, "a", audio_path=str(wav))], frame_size=500, n_windows=3)
+    params = compose_params(tmp_path, [clip_row("c0", video, "a", audio_path=str(wav))], frame_size=500, n_windows=3)
     run_compose(str(tmp_path / "shards"), params)
     samples = pd.read_parquet(tmp_path / "shards" / "samples.parquet")
     assert len(samples) == 3
@@ -115,7 +88,7 @@ def test_render_matches_reference_algorithm(tmp_path, talking_clips):
 
 
 def test_samples_hold_the_contracted_fields(tmp_path, talking_clips):
-    params = _params(tmp_path, [_clip_row("c0", talking_clips[0], "a", label=1)])
+    params = compose_params(tmp_path, [clip_row("c0", talking_clips[0], "a", label=1)])
     run_compose(str(tmp_path / "s"), params)
     tars = sorted((tmp_path / "s").glob("*.tar"))
     found = [WindowSample.decode(k, m) for t in tars for k, m in iter_tar_samples(t.read_bytes())]
@@ -140,8 +113,8 @@ def _shard_bytes(directory: Path) -> dict[str, bytes]:
 
 
 def test_same_bytes_for_one_or_two_workers(tmp_path, talking_clips):
-    rows = [_clip_row(f"c{i}", p, f"id{i % 2}") for i, p in enumerate(talking_clips)]
-    params = _params(tmp_path, rows)
+    rows = [clip_row(f"c{i}", p, f"id{i % 2}") for i, p in enumerate(talking_clips)]
+    params = compose_params(tmp_path, rows)
     run_compose(str(tmp_path / "one"), params)
     run_compose(str(tmp_path / "two"), params, workers=2)
     one, two = _shard_bytes(tmp_path / "one"), _shard_bytes(tmp_path / "two")
@@ -151,8 +124,8 @@ def test_same_bytes_for_one_or_two_workers(tmp_path, talking_clips):
 
 
 def test_resume_after_losing_shards_gives_the_same_bytes(tmp_path, talking_clips):
-    rows = [_clip_row(f"c{i}", p, f"id{i}") for i, p in enumerate(talking_clips)]
-    params = _params(tmp_path, rows)
+    rows = [clip_row(f"c{i}", p, f"id{i}") for i, p in enumerate(talking_clips)]
+    params = compose_params(tmp_path, rows)
     run_compose(str(tmp_path / "full"), params)
     reference = _shard_bytes(tmp_path / "full")
     # An interrupted run: one shard never finished (no stats), another left a half-written temp file.
@@ -167,8 +140,8 @@ def test_resume_after_losing_shards_gives_the_same_bytes(tmp_path, talking_clips
 
 
 def test_killed_run_finishes_with_the_same_bytes(tmp_path, talking_clips):
-    rows = [_clip_row(f"c{i}", p, f"id{i}") for i, p in enumerate(talking_clips)]
-    params = _params(tmp_path, rows)
+    rows = [clip_row(f"c{i}", p, f"id{i}") for i, p in enumerate(talking_clips)]
+    params = compose_params(tmp_path, rows)
     import yaml
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -218,10 +191,10 @@ def test_bad_and_awkward_inputs(tmp_path, talking_clips):
     for name in cases:
         path = root / f"{name}.mp4"
         try:
-            rows.append(_clip_row(name, path, name))
+            rows.append(clip_row(name, path, name))
         except Exception:  # truncated: the corpus stage would have caught it; compose must too
-            rows.append({**_clip_row("x", good, name), "clip_id": name, "path": str(path)})
-    params = _params(tmp_path, rows, samples_per_shard=50)
+            rows.append({**clip_row("x", good, name), "clip_id": name, "path": str(path)})
+    params = compose_params(tmp_path, rows, samples_per_shard=50)
     totals = run_compose(str(tmp_path / "s"), params)
     samples = pd.read_parquet(tmp_path / "s" / "samples.parquet")
     failures = pd.read_parquet(tmp_path / "s" / "failures.parquet")
@@ -247,7 +220,7 @@ def test_clips_whose_denoising_failed_never_compose_with_raw_audio(tmp_path, tal
     from avlips.pipelines.compose import compose_inputs
     from avlips.pipelines.denoise import AUDIO_SCHEMA
 
-    params = _params(tmp_path, [_clip_row(f"c{i}", p, f"id{i}") for i, p in enumerate(talking_clips[:2])])
+    params = compose_params(tmp_path, [clip_row(f"c{i}", p, f"id{i}") for i, p in enumerate(talking_clips[:2])])
     audio = tmp_path / "audio.parquet"
     params["compose"]["audio"] = str(audio)
     write_parquet(str(audio), [], AUDIO_SCHEMA)
@@ -265,7 +238,7 @@ def test_a_fake_whose_target_clip_is_gone_is_skipped_not_a_crash(tmp_path, talki
     from avlips.pipelines.compose import compose_inputs
     from avlips.pipelines.synthesize import FAKE_SCHEMA
 
-    params = _params(tmp_path, [_clip_row("c0", talking_clips[0], "id0")])
+    params = compose_params(tmp_path, [clip_row("c0", talking_clips[0], "id0")])
     fakes = tmp_path / "fakes.parquet"
     params["compose"]["fakes"] = str(fakes)
     write_parquet(str(fakes), [{"fake_id": f"f-{t}", "path": str(talking_clips[1]), "target_clip": t,
@@ -283,7 +256,6 @@ def test_a_fake_whose_target_clip_is_gone_is_skipped_not_a_crash(tmp_path, talki
 
 
 def test_variable_frame_rate_windows_use_real_times(tmp_path):
-    from tests.conftest import write_vfr_video
 
     durations = [1, 2] * 30
     video = tmp_path / "vfr.mp4"
@@ -291,8 +263,8 @@ def test_variable_frame_rate_windows_use_real_times(tmp_path):
     seconds = sum(durations) / 30
     wav = tmp_path / "vfr.wav"
     write_wav(wav, tone(seconds, 16000) * np.linspace(0.2, 1, int(seconds * 16000), dtype=np.float32), 16000)
-    row = {**_clip_row("vfr", video, "v"), "audio_path": str(wav)}
-    run_compose(str(tmp_path / "s"), _params(tmp_path, [row]))
+    row = {**clip_row("vfr", video, "v"), "audio_path": str(wav)}
+    run_compose(str(tmp_path / "s"), compose_params(tmp_path, [row]))
     samples = pd.read_parquet(tmp_path / "s" / "samples.parquet").sort_values("window")
     times = frame_times(video)
     for sample in samples.itertuples():
@@ -301,8 +273,8 @@ def test_variable_frame_rate_windows_use_real_times(tmp_path):
 
 def test_dask_cluster_gives_the_same_bytes(tmp_path, talking_clips):
     distributed = pytest.importorskip("distributed")
-    rows = [_clip_row(f"c{i}", p, f"id{i % 2}") for i, p in enumerate(talking_clips[:2])]
-    params = _params(tmp_path, rows)
+    rows = [clip_row(f"c{i}", p, f"id{i % 2}") for i, p in enumerate(talking_clips[:2])]
+    params = compose_params(tmp_path, rows)
     run_compose(str(tmp_path / "local"), params)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   host="127.0.0.1") as cluster:
@@ -321,7 +293,7 @@ def test_each_window_stores_its_audio_with_context_at_the_frames_times(tmp_path)
     track[click] = 0.9
     wav = tmp_path / "clicks.wav"
     write_wav(wav, track, rate)
-    run_compose(str(tmp_path / "s"), _params(tmp_path, [{**_clip_row("k", video, "k"), "audio_path": str(wav)}]))
+    run_compose(str(tmp_path / "s"), compose_params(tmp_path, [{**clip_row("k", video, "k"), "audio_path": str(wav)}]))
     found = sorted((WindowSample.decode(k, m) for t in sorted((tmp_path / "s").glob("*.tar"))
                     for k, m in iter_tar_samples(t.read_bytes())), key=lambda s: s.meta["window"])
     assert [s.meta["frame_indices"][0] for s in found] == [0, 11, 22, 34]
@@ -350,7 +322,7 @@ def test_each_window_stores_its_audio_with_context_at_the_frames_times(tmp_path)
 
 
 def test_no_audio_field_when_the_context_is_switched_off(tmp_path, talking_clips):
-    run_compose(str(tmp_path / "s"), _params(tmp_path, [_clip_row("c0", talking_clips[0], "a")], audio_context_s=None))
+    run_compose(str(tmp_path / "s"), compose_params(tmp_path, [clip_row("c0", talking_clips[0], "a")], audio_context_s=None))
     for tar in sorted((tmp_path / "s").glob("*.tar")):
         for key, members in iter_tar_samples(tar.read_bytes()):
             assert "audio.npy" not in members and WindowSample.decode(key, members).audio is None

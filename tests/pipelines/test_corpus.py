@@ -17,7 +17,7 @@ from avlips.pipelines.corpus import run_corpus
 from avlips.pipelines.failures import StageFailed
 from avlips.pipelines.sources import SourceError, manifest_candidates
 from avlips.pipelines.splits import assign_splits
-from tests.conftest import gradient_frames, pinned_ffmpeg, tone
+from tests.builders import gradient_frames, pinned_ffmpeg, tone
 
 PARAMS = {"seed": 7, "corpus": {"min_frames": 5, "require_audio": True, "max_failure_fraction": 0.9,
                                 "splits": {"train": 0.5, "val": 0.25, "test": 0.25}}}

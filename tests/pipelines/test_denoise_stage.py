@@ -16,7 +16,7 @@ from avlips.pipelines.corpus import run_corpus
 from avlips.errors import ParamsError
 from avlips.pipelines.denoise import DenoiseConfig, DenoiseInputError, run_denoise
 from avlips.pipelines.failures import StageFailed
-from tests.conftest import gradient_frames
+from tests.builders import gradient_frames
 
 FRAMES, FPS = 40, 25  # 1.6 s clips
 PARAMS = {"seed": 7, "corpus": {"min_frames": 5, "require_audio": False, "max_failure_fraction": 0.9,

@@ -25,7 +25,7 @@ from avlips.pipelines.failures import StageFailed
 from avlips.pipelines.perturb import PerturbInputError, perturbed_key, run_perturb
 from avlips.pipelines.preview import HEADER, MARGIN, make_preview
 from avlips.pipelines.shards import iter_tar_samples, tar_bytes
-from tests.pipelines.test_compose import _clip_row, _params, _talking
+from tests.builders import clip_row, compose_params, talking_clip
 
 LEVELS = [1, 2, 3, 4, 5]
 REPO = Path(__file__).resolve().parents[2]
@@ -45,10 +45,10 @@ def _stage_bytes(directory: Path) -> dict[str, bytes]:
 def clean(tmp_path_factory) -> Path:
     """Clean shards from run_compose: 2 clips x 4 windows at 64x64 in 3 test shards (+ 1 train shard)."""
     root = tmp_path_factory.mktemp("clean")
-    clips = [_talking(root / f"c{i}.mp4", seed=i + 1, seconds=1.2) for i in range(3)]
-    rows = [_clip_row("c0", clips[0], "a"), _clip_row("c1", clips[1], "b"),
-            _clip_row("t0", clips[2], "t", split="train")]
-    run_compose(str(root / "shards"), _params(root, rows))
+    clips = [talking_clip(root / f"c{i}.mp4", seed=i + 1, seconds=1.2) for i in range(3)]
+    rows = [clip_row("c0", clips[0], "a"), clip_row("c1", clips[1], "b"),
+            clip_row("t0", clips[2], "t", split="train")]
+    run_compose(str(root / "shards"), compose_params(root, rows))
     return root / "shards"
 
 
@@ -330,7 +330,7 @@ def test_preview_from_shards_and_from_a_video(clean, tmp_path):
     noisy = grid[noise_row + 4:noise_row + 40, MARGIN + 5 * 64:MARGIN + 6 * 64]  # above the in-cell label
     expected = apply("gaussian_noise", frames, 5, key_seed(key))[2][4:40]
     np.testing.assert_array_equal(noisy, expected)
-    video = _talking(tmp_path / "v.mp4", seed=9, seconds=0.6)
+    video = talking_clip(tmp_path / "v.mp4", seed=9, seconds=0.6)
     shape = make_preview(str(video), str(tmp_path / "v.png"), types=["contrast", "compression"], levels=[1, 3],
                          frame_size=96, cell=48)
     assert shape == (HEADER + 48 * 2, MARGIN + 48 * 3, 3) and _decode_png(tmp_path / "v.png").shape == shape

@@ -16,24 +16,12 @@ from avlips.generators.registry_cli import format_generator_table
 from avlips.media.audio_decode import read_audio
 from avlips.media.encode import write_video, write_wav
 from avlips.media.probe import probe
-from avlips.pipelines.corpus import run_corpus
-from avlips.pipelines.denoise import run_denoise
 from avlips.pipelines.failures import StageFailed
 from avlips.pipelines.synthesize import FAKE_SCHEMA, SynthesizeConfig, choose_driving, inspect_target, make_fakes, run_synthesize
-from tests.conftest import gradient_frames, tone
+from tests.builders import gradient_frames, tiny_corpus, tone
 
 COLUMNS = ["fake_id", "path", "target_clip", "driving_clip", "driving_audio", "generator", "generator_version",
            "params_hash", "seconds", "frames", "fps"]
-
-
-def tiny_corpus(base_dir: Path, identities: int = 6, clips_per_identity: int = 2, seed: int = 5) -> dict:
-    """A demo corpus (1.2 s clips, 2 identities per split) through the corpus and denoise stages; its manifests."""
-    params = {"seed": seed, "demo": {"identities": identities, "clips_per_identity": clips_per_identity,
-                                     "duration_s": 1.2, "size": 96},
-              "corpus": {"splits": {"train": 0.34, "val": 0.33, "test": 0.33}}, "denoise": {}}
-    run_corpus("demo", str(base_dir / "corpus"), params)
-    run_denoise(str(base_dir / "corpus" / "clips.parquet"), str(base_dir / "audio"), params)
-    return {"clips": str(base_dir / "corpus" / "clips.parquet"), "audio": str(base_dir / "audio" / "audio.parquet")}
 
 
 def _params(corpus: dict, generators: dict, **stage) -> dict:
