@@ -4,9 +4,15 @@
 same shard count and the same placement (a perturbed sample stays in its clean sample's shard,
 which compose chose by a hash of the clean key). One unit of work is (clean shard, type): the
 shard is read and each sample decoded once, then perturbed at every unfinished level. Each output
-shard's `_stats.json` is written last and marks it finished; a rerun skips finished shards and
-rebuilds the manifests (per (type, level) `samples.parquet` + `failures.parquet`, and the
-top-level `perturb_stats.json`) from the shard files.
+shard's `_stats.json` is written last and marks it finished, as soon as its unit is done (no
+shuffle before the writes): a run killed part-way leaves its finished units' shards, and a rerun
+skips them and rebuilds the manifests (per (type, level) `samples.parquet` + `failures.parquet`,
+and the top-level `perturb_stats.json`) from the shard files.
+
+Frames are stored as the clean ones are (JPEG at compose's quality), except for `noise_types`
+(gaussian_noise): 4:4:4 JPEG quantised in proportion to the noise (avlips.media.noise_jpeg), which
+keeps the noise's variance within 5% where 4:2:0 JPEG would lose about half of it. With
+`perturb.materialize: false` the stage writes no shards, only `perturb_stats.json` saying so.
 
 The windows' stored frames (face crops at the dataset's frame size) are what gets perturbed, not the
 source video before cropping as DeeperForensics-1.0 did: blur, pixelation and block-wise act at the
@@ -62,12 +68,18 @@ class PerturbConfig:
     levels: tuple[int, ...] = (1, 2, 3, 4, 5)
     splits: tuple[str, ...] = ("test",)
     frame_format: str = "same"  # same (as the clean sample's frames), jpg or png
-    # Written as PNG whatever frame_format says: JPEG's 4:2:0 chroma subsampling at q92-95 removes
-    # most of the YCbCr noise (mean error 8 at level 1, 41 at level 5 on 500x500 faces).
-    lossless_types: tuple[str, ...] = ("gaussian_noise",)
+    # Frames carrying added noise: 4:4:4 JPEG with flat tables, step noise_step x the noise's standard
+    # deviation (avlips.media.noise_jpeg). The clean frames' 4:2:0 JPEG keeps about half the noise's
+    # variance; this keeps it within 5% at every level at about half PNG's bytes (benchmarks/perturb_storage.py).
+    noise_types: tuple[str, ...] = ("gaussian_noise",)
+    noise_step: float = 0.5
+    lossless_types: tuple[str, ...] = ()  # written as PNG (exact frames) whatever else says
     jpeg_quality: int = 92
     seed: int = 0  # salt of the per-key seeds: change it for another draw of noise and block positions
     max_failure_fraction: float = 0.5
+    # false: no shards are written (perturb_stats.json only, saying so); evaluate perturbs the clean
+    # test windows on the fly with the same types, levels and seed.
+    materialize: bool = True
 
     @classmethod
     def from_params(cls, params: dict) -> "PerturbConfig":
@@ -76,16 +88,23 @@ class PerturbConfig:
 
         block = dict(params.get("perturb", {}) or {})
         known = {k: v for k, v in block.items() if k in cls.__dataclass_fields__}
-        for name in ("types", "levels", "splits", "lossless_types"):
+        for name in ("types", "levels", "splits", "lossless_types", "noise_types"):
             if name in known:
                 value = known[name]
                 known[name] = tuple(value or ()) if isinstance(value, (list, tuple, type(None))) else (value,)
         config = cls(**known)
         if not config.types:
             config = cls(**{**known, "types": AVLIPS_TYPES})
-        unknown = [t for t in config.types if t not in all_names()]
-        if unknown:
-            raise PerturbInputError(f"perturb.types: unknown {unknown}; known: {all_names()}")
+        for name in ("types", "noise_types", "lossless_types"):
+            unknown = [t for t in getattr(config, name) if t not in all_names()]
+            if unknown:
+                raise PerturbInputError(f"perturb.{name}: unknown {unknown}; known: {all_names()}")
+        if isinstance(config.noise_step, bool) or not isinstance(config.noise_step, (int, float)) \
+                or not 0 < config.noise_step <= 4:
+            raise PerturbInputError(f"perturb.noise_step: a fraction of the noise's deviation in (0, 4], "
+                                    f"got {config.noise_step!r}")
+        if not isinstance(config.materialize, bool):
+            raise PerturbInputError(f"perturb.materialize: true or false, got {config.materialize!r}")
         bad = [lv for lv in config.levels if isinstance(lv, bool) or lv not in LEVELS]
         if bad or not config.levels:
             raise PerturbInputError(f"perturb.levels: must be ints in 1..5, got {list(config.levels)}")
@@ -132,6 +151,14 @@ def _frame_format(members: dict[str, bytes], wanted: str) -> str:
     return "png" if first.endswith(".png") else "jpg"
 
 
+def frame_storage(config: PerturbConfig, name: str) -> str:
+    """How a type's frames are stored: `png` (lossless_types), `noise_jpg` (noise_types, where frames are JPEG)
+    or `clean` (as frame_format says)."""
+    if name in config.lossless_types:
+        return "png"
+    return "noise_jpg" if name in config.noise_types else "clean"
+
+
 def perturb_sample(key: str, members: dict[str, bytes], name: str, levels: tuple[int, ...],
                    config: PerturbConfig, source: str) -> dict[int, dict]:
     """The record per level for one clean sample: {'kind': 'sample'|'failure', ...}; never raises.
@@ -140,6 +167,7 @@ def perturb_sample(key: str, members: dict[str, bytes], name: str, levels: tuple
     clean frames' bytes and store the perturbed audio context and the mel recomputed from it; the
     call changes all three (avlips.perturbations.window).
     """
+    from avlips.media.noise_jpeg import encode_noisy_frame
     from avlips.media.sample import WindowSample
     from avlips.perturbations import family, lookup
     from avlips.perturbations.random_mode import key_seed
@@ -158,7 +186,9 @@ def perturb_sample(key: str, members: dict[str, bytes], name: str, levels: tuple
         already = (sample.meta.get("perturbation") or {}).get("type", "none")
         if already not in ("none", None, ""):
             raise ValueError(f"already perturbed ({already}); perturb reads clean shards only")
-        fmt = "png" if name in config.lossless_types else _frame_format(members, config.frame_format)
+        fmt = "png" if frame_storage(config, name) == "png" else _frame_format(members, config.frame_format)
+        # Where frames are stored exactly (PNG) anyway, noisy ones are too; the noise JPEG replaces JPEG only.
+        noise_jpeg = frame_storage(config, name) == "noise_jpg" and fmt == "jpg"
         seed = key_seed(key, config.seed)
         perturbation = lookup(name)
         # An audio type leaves the picture alone: the clean frames' bytes go through, not re-encoded.
@@ -175,11 +205,15 @@ def perturb_sample(key: str, members: dict[str, bytes], name: str, levels: tuple
             perturbed = perturb_window(sample, name, level, seed)
             info = {"type": name, "level": level, "params": perturbation.params(level), "seed": seed}
             new_meta = {**meta, "key": new_key, "clean_key": key, "perturbation": info}
-            shown = perturbed.frames[:0] if keep_frames else perturbed.frames
+            own_frames = keep_frames or noise_jpeg  # frame members added below, not by encode
+            shown = perturbed.frames[:0] if own_frames else perturbed.frames
             encoded = WindowSample(new_key, shown, perturbed.mel_db, sample.label, new_meta,
                                    audio=perturbed.audio).encode(fmt, config.jpeg_quality)
             if keep_frames:
                 encoded.update({n: b for n, b in members.items() if re.fullmatch(r"f\d+\.\w+", n)})
+            elif noise_jpeg:
+                encoded.update({f"f{i}.jpg": encode_noisy_frame(noisy, clean, config.noise_step)
+                                for i, (noisy, clean) in enumerate(zip(perturbed.frames, frames))})
             row = {"key": new_key, "clean_key": key, "split": meta.get("split", ""), "label": int(sample.label),
                    "clip": meta.get("clip", ""), "identity": meta.get("identity", ""),
                    "generator": meta.get("generator", ""), "window": meta.get("window"), "type": name,
@@ -243,8 +277,10 @@ def made_with(config: PerturbConfig, name: str) -> dict:
     """What an output shard of type `name` depends on besides its clean shard: a rerun redoes it when this changes."""
     from avlips.perturbations import lookup
 
-    return {"version": lookup(name).version, "frame_format": config.frame_format,
-            "lossless": name in config.lossless_types, "jpeg_quality": config.jpeg_quality, "seed": config.seed}
+    kind = frame_storage(config, name)
+    return {"version": lookup(name).version, "frame_format": config.frame_format, "frames": kind,
+            "noise_step": config.noise_step if kind == "noise_jpg" else None,
+            "jpeg_quality": config.jpeg_quality, "seed": config.seed}
 
 
 def write_cell_shard(directory: str, shard: str, source: str, name: str, level: int, records: list[dict],
@@ -287,6 +323,8 @@ def run_perturb(clean_dir: str, out_dir: str, params: dict, runner: str = "Direc
     shards_by_split = {split: clean_shards(clean_dir, split) for split in config.splits}
     shards = [shard_name(split, i) for split in config.splits for i in range(shards_by_split[split])]
     storage.makedirs(out_dir)
+    if not config.materialize:
+        return _write_on_the_fly_stats(out_dir, config, shards_by_split)
     units = []
     for split in config.splits:
         for index in range(shards_by_split[split]):
@@ -308,6 +346,22 @@ def run_perturb(clean_dir: str, out_dir: str, params: dict, runner: str = "Direc
                 | "Perturb" >> beam.Map(perturb_unit, clean_dir, out_dir, config)
             )
     return _write_manifests(out_dir, shards, config, shards_by_split, started)
+
+
+def _write_on_the_fly_stats(out_dir: str, config: PerturbConfig, shards_by_split: dict[str, int]) -> dict:
+    """perturb.materialize false: no shards, only perturb_stats.json saying what evaluate perturbs on the fly."""
+    # Shards left by an earlier materialised run are not deleted (they are the user's); the stats say they
+    # are not this run's, and evaluate goes by perturb.materialize.
+    totals = {
+        "stage": STAGE, "materialize": False, "types": list(config.types), "levels": list(config.levels),
+        "splits": list(config.splits), "seed": config.seed,
+        "shards_by_split": dict(sorted(shards_by_split.items())), "cells": len(config.types) * len(config.levels),
+        "inputs": 0, "samples": 0, "failures": 0, "grid": {},
+    }
+    storage.write_json(storage.join(out_dir, "perturb_stats.json"), totals)
+    log.info("perturb: materialize is false, no shards written; evaluate perturbs %d cells on the fly",
+             totals["cells"])
+    return totals
 
 
 def _write_manifests(out_dir: str, shards: list[str], config: PerturbConfig, shards_by_split: dict[str, int],
@@ -337,7 +391,8 @@ def _write_manifests(out_dir: str, shards: list[str], config: PerturbConfig, sha
             failed += len(failures)
             total_samples += samples.num_rows
     totals = {
-        "stage": STAGE, "types": list(config.types), "levels": list(config.levels), "splits": list(config.splits),
+        "stage": STAGE, "materialize": True, "types": list(config.types), "levels": list(config.levels),
+        "splits": list(config.splits),
         "shards_by_split": dict(sorted(shards_by_split.items())), "cells": len(config.types) * len(config.levels),
         "inputs": inputs, "samples": total_samples, "failures": failed, "grid": grid,
     }
