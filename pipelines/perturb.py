@@ -30,6 +30,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import apache_beam as beam
 import pyarrow as pa
@@ -41,6 +42,9 @@ from avlips.pipelines.failures import SCHEMA as FAILURE_SCHEMA
 from avlips.pipelines.failures import Failure, check_threshold, failure_rows
 from avlips.pipelines.progress import WorkerProgress
 from avlips.pipelines.shards import iter_tar_samples, shard_name, tar_bytes
+
+if TYPE_CHECKING:
+    from avlips.media.sample import WindowSample
 
 STAGE = "perturb"
 log = logging.getLogger("avlips.perturb")
@@ -160,12 +164,15 @@ def frame_storage(config: PerturbConfig, name: str) -> str:
 
 
 def perturb_sample(key: str, members: dict[str, bytes], name: str, levels: tuple[int, ...],
-                   config: PerturbConfig, source: str) -> dict[int, dict]:
+                   config: PerturbConfig, source: str, decoded: WindowSample | None = None) -> dict[int, dict]:
     """The record per level for one clean sample: {'kind': 'sample'|'failure', ...}; never raises.
 
     Video types re-encode the perturbed frames and keep the audio and mel; audio types keep the
     clean frames' bytes and store the perturbed audio context and the mel recomputed from it; the
-    call changes all three (avlips.perturbations.window).
+    call changes all three (avlips.perturbations.window). A sample record's `members` are the bytes
+    the shard stores: decoding them gives what a reader of the materialised shards sees, so scoring
+    on the fly can use this without writing anything. `decoded`: the clean sample already decoded
+    from `members`, to skip decoding it again.
     """
     from avlips.media.noise_jpeg import encode_noisy_frame
     from avlips.media.sample import WindowSample
@@ -179,7 +186,7 @@ def perturb_sample(key: str, members: dict[str, bytes], name: str, levels: tuple
                                                       f"{source}#{key}: {exc}").to_row()}
 
     try:
-        sample = WindowSample.decode(key, members)
+        sample = decoded if decoded is not None else WindowSample.decode(key, members)
         frames = sample.frames
         if frames.dtype.name != "uint8" or frames.ndim != 4 or frames.shape[-1] != 3:
             raise TypeError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")

@@ -297,6 +297,21 @@ def test_stage_refuses_what_it_cannot_run(clean, tmp_path):
         run_perturb(str(gap), str(tmp_path / "o"), _perturb_params())
 
 
+def test_a_sample_perturbed_in_memory_is_what_the_shards_store(clean, jpg_run):
+    """The contract for perturbing on the fly (perturb.materialize false): perturb_sample's members are the shard's."""
+    from avlips.pipelines.perturb import PerturbConfig, perturb_sample
+
+    config = PerturbConfig.from_params(_perturb_params())
+    clean_tar = clean / "test-000000.tar"
+    for key, members in _read(clean_tar).items():
+        sample = WindowSample.decode(key, members)
+        for name in ("gaussian_noise", "compression"):
+            records = perturb_sample(key, members, name, (2, 5), config, str(clean_tar), decoded=sample)
+            for level, record in records.items():
+                stored = _read(jpg_run / name / str(level) / "test-000000.tar")[perturbed_key(key, name, level)]
+                assert record["kind"] == "sample" and record["members"] == stored, (key, name, level)
+
+
 def test_materialize_false_writes_no_shards(clean, tmp_path):
     out = tmp_path / "o"
     totals = run_perturb(str(clean), str(out), _perturb_params(materialize=False, types=["contrast"]))
