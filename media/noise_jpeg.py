@@ -19,33 +19,30 @@ from __future__ import annotations
 
 import io
 
+import cv2
 import numpy as np
 
 from avlips.media.sample import SampleError
 
-# JFIF RGB -> YCbCr weights (ITU-R BT.601, full range) times 1000: integer sums keep the statistics exact,
-# so the chosen steps, and the bytes, do not depend on floating-point summation order (int64 holds the
-# sum of squares up to about 10^8 pixels).
-_WEIGHTS = np.array([[299, 587, 114],      # Y
-                     [-169, -331, 500],    # Cb
-                     [500, -419, -81]],    # Cr
-                    dtype=np.int64)
-_SCALE = 1000
+# JFIF RGB -> YCbCr (ITU-R BT.601, full range), the conversion the JPEG encoder applies.
+_RGB_TO_YCBCR = np.array([[0.299, 0.587, 0.114],
+                          [-0.168736, -0.331264, 0.5],
+                          [0.5, -0.418688, -0.081312]])
 
 
 def noise_steps(noisy: np.ndarray, clean: np.ndarray, step_fraction: float) -> tuple[int, int]:
     """(luma step, chroma step): `step_fraction` x the noise's standard deviation in Y and in Cb/Cr, in 1..255."""
     if noisy.shape != clean.shape or noisy.ndim != 3 or noisy.shape[-1] != 3:
         raise SampleError(f"noisy and clean frames must be the same (H, W, 3) shape, got {noisy.shape} and {clean.shape}")
-    difference = noisy.astype(np.int64).reshape(-1, 3) - clean.astype(np.int64).reshape(-1, 3)
-    components = difference @ _WEIGHTS.T  # exact integers: the noise in Y, Cb, Cr times _SCALE
-    count = components.shape[0]
-    sums = [int(s) for s in components.sum(axis=0)]
-    squares = [int(s) for s in np.einsum("ij,ij->j", components, components)]
-    # n * variance * n, in Python integers (no overflow), then one division.
-    scaled = [count * square - total * total for square, total in zip(squares, sums)]
-    luma = scaled[0] / (count * count * _SCALE**2)
-    chroma = (scaled[1] + scaled[2]) / (2 * count * count * _SCALE**2)
+    difference = cv2.subtract(noisy, clean, dtype=cv2.CV_16S)
+    count = difference.shape[0] * difference.shape[1]
+    # The RGB noise's sums and cross products are integers far below 2**53, so float64 holds them exactly
+    # whatever the summation order: the steps, and so the bytes, are the same on any machine.
+    sums = np.array(cv2.sumElems(difference)[:3])
+    products = cv2.mulTransposed(difference.reshape(-1, 3), True, dtype=cv2.CV_64F)  # difference.T @ difference
+    covariance = (products - np.outer(sums, sums) / count) / count
+    variances = np.einsum("ij,jk,ik->i", _RGB_TO_YCBCR, covariance, _RGB_TO_YCBCR)  # of the noise in Y, Cb, Cr
+    luma, chroma = float(variances[0]), float((variances[1] + variances[2]) / 2)
 
     def step(variance: float) -> int:
         return int(min(255, max(1, round(step_fraction * max(variance, 0.0) ** 0.5))))
