@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
+import cv2
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -141,21 +142,35 @@ def _positive_and_negatives(window, rng: np.random.Generator, count: int, min_of
 
 
 def _augment_faces(faces: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A few pixels of shift, a colour gain and offset, and a mirror: the same for the window's five frames."""
+    """One random look for the window's five frames: zoom and shift, mirror, colour gain and offset.
+
+    Demo personas differ in face size, colours and background; varying those makes them weak cues for
+    telling which audio belongs to which lips, and the mouth's motion the strong one.
+    """
     channels, height, width = faces.shape
-    pad = max(1, width // 24)
-    padded = np.pad(faces, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
-    top, left = rng.integers(0, 2 * pad + 1, size=2)
-    out = padded[:, top:top + height, left:left + width]
+    zoom = rng.uniform(0.9, 1.1)
+    shift = rng.uniform(-0.04, 0.04, size=2) * (width, height)
+    matrix = np.array([[zoom, 0.0, (1 - zoom) * width / 2 + shift[0]],
+                       [0.0, zoom, (1 - zoom) * height / 2 + shift[1]]], dtype=np.float64)
+    planes = np.ascontiguousarray(faces.transpose(1, 2, 0))  # (h, w, 15): one warp for all frames
+    out = np.stack([cv2.warpAffine(planes[:, :, i:i + 3], matrix, (width, height), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_REPLICATE) for i in range(0, channels, 3)])
+    out = out.transpose(0, 3, 1, 2)  # (5, 3, h, w)
     if rng.random() < 0.5:
-        out = out[:, :, ::-1]
-    gain = rng.uniform(0.8, 1.2, size=(1, 1, 1)) * rng.uniform(0.9, 1.1, size=(3, 1, 1))  # overall and per colour
-    out = out.reshape(channels // 3, 3, height, width) * gain + rng.uniform(-0.08, 0.08)
+        out = out[:, :, :, ::-1]
+    gain = rng.uniform(0.8, 1.2) * rng.uniform(0.9, 1.1, size=(1, 3, 1, 1))  # overall and per colour
+    out = out * gain + rng.uniform(-0.08, 0.08)
     return np.clip(out.reshape(channels, height, width), 0.0, 1.0).astype(np.float32)
 
 
 def _augment_chunks(chunks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A level change of +-6 dB (the normalised mel moves 0.08 per dB) and faint noise, the same for all chunks."""
+    """One random voice for the window's chunks: a level change of +-6 dB (the normalised mel moves 0.08 per
+    dB), a shift of up to 3 mel bands (another voice's pitch and formants), and faint noise."""
+    bands = int(rng.integers(-3, 4))
+    if bands:
+        chunks = np.roll(chunks, bands, axis=2)
+        edge = slice(0, bands) if bands > 0 else slice(bands, None)
+        chunks[:, :, edge] = chunks[:, :, bands:bands + 1] if bands > 0 else chunks[:, :, bands - 1:bands]
     shifted = chunks + 0.08 * rng.uniform(-6.0, 6.0) + rng.normal(0.0, 0.05, size=chunks.shape)
     return np.clip(shifted, -4.0, 4.0).astype(np.float32)
 
