@@ -18,7 +18,7 @@ import torch
 
 from avlips.model.sync.network import SyncNet
 
-__all__ = ["OffsetCurve", "Calibration", "offset_curves", "REAL_QUANTILE"]
+__all__ = ["OffsetCurve", "Calibration", "offset_curves", "embed_chunks", "curves_from_embeddings", "REAL_QUANTILE"]
 
 REAL_QUANTILE = 0.95  # the share of real validation windows scored below probability 0.5
 
@@ -85,6 +85,26 @@ class Calibration:
 
 
 @torch.no_grad()
+def embed_chunks(model: SyncNet, chunks: Sequence[np.ndarray], device: str | torch.device = "cpu") -> list[torch.Tensor]:
+    """Audio embeddings (K_i, D) of each window's mel chunks (K_i, 1, 80, 16), in one pass."""
+    if not chunks:
+        return []
+    model.eval()
+    embedded = model.embed_audio(torch.from_numpy(np.concatenate(chunks)).to(device))
+    return list(torch.split(embedded, [len(c) for c in chunks]))
+
+
+def curves_from_embeddings(face_embeddings: torch.Tensor, audio_embeddings: Sequence[torch.Tensor],
+                           offsets: Sequence[np.ndarray]) -> list[OffsetCurve]:
+    """Curves of windows whose lips (B, D) and audio at each offset (K_i, D) are already embedded."""
+    curves = []
+    for index, audio in enumerate(audio_embeddings):
+        distance = 1.0 - (audio * face_embeddings[index:index + 1]).sum(dim=1)
+        curves.append(OffsetCurve(np.asarray(offsets[index]), distance.double().cpu().numpy()))
+    return curves
+
+
+@torch.no_grad()
 def offset_curves(model: SyncNet, faces: Sequence[np.ndarray], chunks: Sequence[np.ndarray],
                   offsets: Sequence[np.ndarray], device: str | torch.device = "cpu") -> list[OffsetCurve]:
     """Curves for a batch of windows: faces (15, h, w) each, chunks (K_i, 1, 80, 16) at offsets (K_i,)."""
@@ -92,10 +112,4 @@ def offset_curves(model: SyncNet, faces: Sequence[np.ndarray], chunks: Sequence[
         return []
     model.eval()
     face_embeddings = model.embed_faces(torch.from_numpy(np.stack(faces)).to(device))
-    counts = [len(c) for c in chunks]
-    audio_embeddings = model.embed_audio(torch.from_numpy(np.concatenate(chunks)).to(device))
-    curves = []
-    for index, audio in enumerate(torch.split(audio_embeddings, counts)):
-        distance = 1.0 - (audio * face_embeddings[index:index + 1]).sum(dim=1)
-        curves.append(OffsetCurve(np.asarray(offsets[index]), distance.double().cpu().numpy()))
-    return curves
+    return curves_from_embeddings(face_embeddings, embed_chunks(model, chunks, device), offsets)

@@ -13,14 +13,17 @@ probability 0.5 where offset 0 is no closer than the median offset).
 """
 from __future__ import annotations
 
+import hashlib
 import os
+from collections import OrderedDict
 from typing import Any, Iterable, Iterator
 
+import numpy as np
 import torch
 
 from avlips.media.sample import WindowSample
 from avlips.model.detectors import AUDIO, FRAMES, Detector, DetectorError, Readiness, WindowScore
-from avlips.model.sync.curve import Calibration, offset_curves
+from avlips.model.sync.curve import Calibration, curves_from_embeddings, embed_chunks
 from avlips.model.sync.frontend import WindowInputs, window_inputs
 from avlips.model.sync.weights import LoadedExpert, load_expert
 
@@ -30,6 +33,14 @@ NO_SPEECH = "no speech"
 NO_ALIGNED_AUDIO = "no audio at offset 0"
 DEFAULT_OFFSETS = 15             # +-0.6 s at 25 fps, as LSE searches
 DEFAULT_MIN_SPEECH_DBFS = -45.0  # a window quieter than this has no speech to sync with
+AUDIO_CACHE_WINDOWS = 4096       # windows whose audio embeddings are kept (about 2 MB per 1000 at 128-d)
+
+
+def _audio_key(sample: WindowSample, offsets: int) -> tuple:
+    """What a window's audio embeddings depend on: its samples, their placement, the fps and the offsets."""
+    placement = (sample.meta or {}).get("audio") or {}
+    digest = hashlib.blake2b(np.ascontiguousarray(sample.audio).tobytes(), digest_size=16).hexdigest()
+    return (digest, int(placement.get("window_start", 0)), float((sample.meta or {}).get("fps") or 25.0), offsets)
 
 
 class SyncDetector(Detector):
@@ -49,10 +60,11 @@ class SyncDetector(Detector):
         self.expert_weights = expert_weights or ""
         self._offsets = offsets
         self._min_speech_dbfs = min_speech_dbfs
-        self.batch_size = max(1, int(batch_size))
+        self.batch_size = max(1, min(int(batch_size), AUDIO_CACHE_WINDOWS // 2))
         self.device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
         self.training = training
         self._expert: LoadedExpert | None = None
+        self._audio_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()  # audio key -> (K, D) embeddings
 
     # ------------------------------------------------------------------ weights
 
@@ -75,6 +87,7 @@ class SyncDetector(Detector):
                                     f"sync.expert_weights to a released lipsync_expert.pth)")
             self._expert = load_expert(path)
             self._expert.model.to(self.device).eval()
+            self._audio_cache.clear()
         return self._expert
 
     def _trained_with(self, key: str, given: Any, default: Any) -> Any:
@@ -118,28 +131,40 @@ class SyncDetector(Detector):
         expert = self.expert()
         face_size, offsets = expert.model.config.face_size, self.offsets
         calibration = self.calibration()
-        pending: list[tuple[str, WindowInputs]] = []
+        pending: list[tuple[str, WindowInputs, tuple]] = []
         for sample in samples:
             self.check_fields(sample)
-            inputs = window_inputs(sample, offsets, face_size)
-            pending.append((sample.key, inputs))
+            key = _audio_key(sample, offsets)
+            # A window's perturbed copies share its audio: their chunks are embedded once.
+            inputs = window_inputs(sample, offsets, face_size, with_chunks=key not in self._audio_cache)
+            pending.append((sample.key, inputs, key))
             if len(pending) >= self.batch_size:
                 yield from self._score_batch(pending, expert, calibration)
                 pending = []
         if pending:
             yield from self._score_batch(pending, expert, calibration)
 
-    def _score_batch(self, batch: list[tuple[str, WindowInputs]], expert: LoadedExpert,
+    def _score_batch(self, batch: list[tuple[str, WindowInputs, tuple]], expert: LoadedExpert,
                      calibration: Calibration) -> Iterator[WindowScore]:
         """Scores in input order: abstentions for silent windows or those without aligned audio."""
         threshold = self.min_speech_dbfs
-        scorable = [i for i, (_, inputs) in enumerate(batch)
+        scorable = [i for i, (_, inputs, _) in enumerate(batch)
                     if inputs.speech_dbfs >= threshold and (inputs.offsets == 0).any()]
-        curves = offset_curves(expert.model, [batch[i][1].faces for i in scorable],
-                               [batch[i][1].chunks for i in scorable], [batch[i][1].offsets for i in scorable],
-                               self.device)
+        for i in scorable:  # most recent first: inserting this batch's new keys never evicts its cached ones
+            if batch[i][2] in self._audio_cache:
+                self._audio_cache.move_to_end(batch[i][2])
+        missing = [i for i in scorable if batch[i][2] not in self._audio_cache]
+        for i, embedded in zip(missing, embed_chunks(expert.model, [batch[i][1].chunks for i in missing], self.device)):
+            self._remember(batch[i][2], embedded)
+        audio = [self._audio_cache[batch[i][2]] for i in scorable]
+        curves = []
+        if scorable:
+            with torch.no_grad():
+                faces = expert.model.eval().embed_faces(
+                    torch.from_numpy(np.stack([batch[i][1].faces for i in scorable])).to(self.device))
+            curves = curves_from_embeddings(faces, audio, [batch[i][1].offsets for i in scorable])
         by_index = dict(zip(scorable, curves))
-        for index, (key, inputs) in enumerate(batch):
+        for index, (key, inputs, _) in enumerate(batch):
             details = {"offsets_available": int(len(inputs.offsets)), "offsets_wanted": inputs.offsets_wanted,
                        "speech_dbfs": round(float(inputs.speech_dbfs), 2)}
             curve = by_index.get(index)
@@ -152,6 +177,12 @@ class SyncDetector(Detector):
                            sync_margin=round(curve.sync_margin, 6))
             yield WindowScore(key, calibration.probability(curve.sync_margin), "", details)
 
+    def _remember(self, key: tuple, embedded: torch.Tensor) -> None:
+        self._audio_cache[key] = embedded
+        self._audio_cache.move_to_end(key)
+        while len(self._audio_cache) > AUDIO_CACHE_WINDOWS:
+            self._audio_cache.popitem(last=False)
+
     # ------------------------------------------------------------------ training
 
     def train(self, train_shards: str | list[str], val_shards: str | list[str], seed: int = 1234) -> dict:
@@ -163,4 +194,5 @@ class SyncDetector(Detector):
                  "expert_weights": self.expert_weights}
         summary = train_sync(train_shards, val_shards, self.model_path, SyncTrainConfig.from_params(block, seed=seed))
         self._expert = None
+        self._audio_cache.clear()
         return summary

@@ -10,7 +10,8 @@ Audio: the Wav2Lip mel (generators/wav2lip/audio.py, 80 columns per second) of t
 context (`sample.audio`, placed by `meta["audio"]`), and the 16-column chunk starting at the window's
 first frame moved by each offset of -max_offset..+max_offset frames (at 25 fps, 3.2 columns per frame).
 Offsets whose chunk would need audio the context does not hold (the clip starts or ends there) are left
-out; the window is scored on those it has.
+out; the window is scored on those it has. (compose keeps a face crop inside the frame, so near an edge
+the face is off the crop's centre: this reads a slightly shifted face square there.)
 """
 from __future__ import annotations
 
@@ -19,12 +20,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from avlips.generators.wav2lip.audio import MEL_FPS, MEL_STEP_SIZE, SAMPLE_RATE, melspectrogram
+from avlips.generators.wav2lip.audio import HOP_SIZE, MEL_FPS, MEL_STEP_SIZE, N_FFT, SAMPLE_RATE, melspectrogram
 from avlips.media.sample import WindowSample
 from avlips.model.detectors import DetectorError
 from avlips.model.sync.network import FACE_SIZE, FRAMES
 
-__all__ = ["DEFAULT_CROP_SCALE", "WindowInputs", "lower_faces", "face_region", "audio_mel", "offset_chunks",
+__all__ = ["DEFAULT_CROP_SCALE", "WindowInputs", "lower_faces", "face_region", "audio_mel", "offset_chunks", "offset_starts",
            "speech_dbfs", "window_inputs"]
 
 DEFAULT_CROP_SCALE = 1.8  # compose's default (params.yaml compose.crop_scale)
@@ -70,25 +71,31 @@ def audio_mel(audio: np.ndarray) -> np.ndarray:
     return melspectrogram(np.asarray(audio, dtype=np.float32) / 32768.0).astype(np.float32)
 
 
-def offset_chunks(mel: np.ndarray, window_start: int, fps: float, max_offset: int,
+def offset_starts(columns: int, window_start: int, fps: float, max_offset: int,
                   sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, np.ndarray]:
-    """Mel chunks (K, 1, 80, 16) at the offsets -max_offset..max_offset that fit in `mel`, and those offsets.
+    """First mel column of the chunk at each offset -max_offset..max_offset that fits in `columns`, and those offsets.
 
     `window_start` is the sample of the audio where the window's first frame is shown; the chunk for
     offset o starts at column int(80 * (window_start / rate + o / fps)), Wav2Lip's frame-to-column rule.
     """
-    columns = mel.shape[1]
-    chunks, offsets = [], []
+    starts, offsets = [], []
     for offset in range(-max_offset, max_offset + 1):
         # The small epsilon keeps exact products (e.g. 80 * 0.6) from rounding down to the column before.
         start = int(np.floor(MEL_FPS * (window_start / sample_rate + offset / fps) + 1e-6))
-        if start < 0 or start + MEL_STEP_SIZE > columns:
-            continue
-        chunks.append(mel[:, start:start + MEL_STEP_SIZE])
-        offsets.append(offset)
-    if not chunks:
-        return np.zeros((0, 1, mel.shape[0], MEL_STEP_SIZE), np.float32), np.zeros(0, np.int64)
-    return np.stack(chunks)[:, None].astype(np.float32), np.asarray(offsets, dtype=np.int64)
+        if start >= 0 and start + MEL_STEP_SIZE <= columns:
+            starts.append(start)
+            offsets.append(offset)
+    return np.asarray(starts, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
+
+
+def offset_chunks(mel: np.ndarray, window_start: int, fps: float, max_offset: int,
+                  sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, np.ndarray]:
+    """Mel chunks (K, 1, 80, 16) at the offsets -max_offset..max_offset that fit in `mel`, and those offsets."""
+    starts, offsets = offset_starts(mel.shape[1], window_start, fps, max_offset, sample_rate)
+    if not starts.size:
+        return np.zeros((0, 1, mel.shape[0], MEL_STEP_SIZE), np.float32), offsets
+    chunks = np.stack([mel[:, start:start + MEL_STEP_SIZE] for start in starts])
+    return chunks[:, None].astype(np.float32), offsets
 
 
 def speech_dbfs(audio: np.ndarray) -> float:
@@ -99,8 +106,12 @@ def speech_dbfs(audio: np.ndarray) -> float:
     return 20.0 * np.log10(rms / 32768.0) if rms > 0 else _SILENT_DBFS
 
 
-def window_inputs(sample: WindowSample, max_offset: int = 15, face_size: int = FACE_SIZE) -> WindowInputs:
-    """The expert's inputs for a decoded window; a window without audio or too few frames is a DetectorError."""
+def window_inputs(sample: WindowSample, max_offset: int = 15, face_size: int = FACE_SIZE,
+                  with_chunks: bool = True) -> WindowInputs:
+    """The expert's inputs for a decoded window; a window without audio or too few frames is a DetectorError.
+
+    with_chunks=False skips the mel (chunks is then empty) for a caller that has the audio's embeddings.
+    """
     meta = sample.meta or {}
     if sample.audio is None:
         raise DetectorError(f"sample {sample.key} has no audio field ('audio.npy'): rerun compose to add it")
@@ -117,9 +128,12 @@ def window_inputs(sample: WindowSample, max_offset: int = 15, face_size: int = F
     fps = float(meta.get("fps") or 25.0)
     crop_scale = float(meta.get("crop_scale") or DEFAULT_CROP_SCALE)
     faces = lower_faces(sample.frames[:FRAMES], str(meta.get("crop", "full")), crop_scale, face_size)
-    if audio.size <= 400:  # shorter than one STFT frame: no chunk fits
-        chunks, offsets = offset_chunks(np.zeros((80, 0), np.float32), start, fps, max_offset)
-    else:
+    too_short = audio.size <= N_FFT // 2  # no STFT frame, so no chunk
+    columns = 0 if too_short else 1 + audio.size // HOP_SIZE  # melspectrogram's column count
+    if with_chunks and not too_short:
         chunks, offsets = offset_chunks(audio_mel(audio), start, fps, max_offset)
+    else:
+        _, offsets = offset_starts(columns, start, fps, max_offset)
+        chunks = np.zeros((0, 1, 80, MEL_STEP_SIZE), np.float32)
     return WindowInputs(faces=faces, chunks=chunks, offsets=offsets, offsets_wanted=2 * max_offset + 1,
                         speech_dbfs=speech_dbfs(audio[start:start + span]))

@@ -54,6 +54,18 @@ def test_scores_each_window_in_order_and_abstains_on_silence(expert_file, clip):
     assert detector.provenance()["trained_on"] == "real only"
 
 
+def test_copies_of_a_window_with_the_same_audio_score_as_if_alone(expert_file, clip):
+    clean = window("c", *clip, 16, index=0)
+    darker = window("c", *clip, 16, index=1)
+    darker.frames = (darker.frames * 0.6).astype(np.uint8)  # a perturbed copy: other frames, the same audio
+    shared = SyncDetector(model=str(expert_file), batch_size=1)
+    together = list(shared.score([clean, darker]))
+    assert len(shared._audio_cache) == 1  # the audio was embedded once
+    alone = list(SyncDetector(model=str(expert_file)).score([darker]))[0]
+    assert together[1].probability == pytest.approx(alone.probability, abs=1e-9)
+    assert together[1].details == alone.details and together[0].probability != together[1].probability
+
+
 def test_a_sample_without_audio_is_an_error_naming_the_field(expert_file, clip):
     detector = SyncDetector(model=str(expert_file))
     with pytest.raises(DetectorError, match="lacks field 'audio.npy'"):
