@@ -73,3 +73,19 @@ def test_a_shard_without_audio_is_named_with_the_field(shards, tmp_path):
     with pytest.raises(DetectorError, match="no shards match"):
         train_sync(str(shards["root"] / "nothing-*.tar"), str(shards["val"]), str(tmp_path / "x.pt"),
                    SyncTrainConfig(**TINY))
+
+
+def test_a_released_expert_is_calibrated_without_training(shards, tmp_path):
+    from avlips.model.sync.network import SyncNet, SyncNetConfig
+
+    torch.manual_seed(1)
+    released = SyncNet(SyncNetConfig((2, 2, 4, 4, 4)))  # the released crop size (96), narrow for speed
+    weights = tmp_path / "lipsync_expert.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in released.state_dict().items()}, "global_step": 7}, weights)
+    out = tmp_path / "calibrated.pt"
+    train_sync(str(shards["train"]), str(shards["val"]), str(out),
+               SyncTrainConfig(**{**TINY, "steps": 0, "expert_weights": str(weights)}))
+    expert = load_expert(out)
+    assert expert.model.config.face_size == 96 and expert.extra["provenance"]["init"] == str(weights)
+    assert expert.extra["calibration"]["fitted_on"] == 6
+    assert all(torch.equal(v, released.state_dict()[k]) for k, v in expert.model.state_dict().items())
