@@ -116,13 +116,19 @@ class SyncDetector(Detector):
         except DetectorError as exc:
             return Readiness(False, str(exc))
         how = "calibrated on real val windows" if self.calibration().fitted_on else "uncalibrated"
-        kind = "released expert" if expert.released else "trained here, real windows only"
+        trained_on = (expert.extra.get("provenance") or {}).get("trained_on", "")
+        kind = "released expert" if expert.released else \
+            ("trained here, real windows only" if trained_on == "real only" else "released weights")
         return Readiness(True, f"{expert.path} ({kind}, {how})")
 
     def provenance(self) -> dict:
         expert = self.expert()
         if expert.released:
-            return {"weights": expert.path, "released": True, "trained_on": "released lip-sync expert (not trained here)"}
+            # We cannot check what a user-supplied file was trained on; its publisher says (Wav2Lip's: LRS2).
+            return {"weights": expert.path, "released": True, "synthetic": None,
+                    "trained_on": "a released lip-sync expert, not trained here",
+                    "corpus": {"sources": [], "note": f"{expert.path} is a released expert: its training data is "
+                                                      f"what its publisher says (Wav2Lip's lipsync_expert.pth: LRS2)"}}
         return {"weights": expert.path, **dict(expert.extra.get("provenance") or {})}
 
     # ------------------------------------------------------------------ scoring

@@ -1,11 +1,18 @@
 """Train the lip-sync expert on real windows only, self-supervised as Wav2Lip's expert was.
 
 Each step takes a batch of real windows; the lips with their aligned audio chunk (offset 0) are a
-positive, the same window's audio at `negatives_per_window` other offsets (|offset| >= min_negative_offset,
-within its context) are negatives; no fake is ever read. The loss is binary cross-entropy on the cosine
-of the unit embeddings, as the expert's (positives weighted to balance the negatives). Validation on the
-real val windows: how well the cosine tells aligned from shifted audio (AUC, off-sync accuracy at 0.5),
-and how often the best offset is within a frame of 0. The best validation step is kept, and the
+positive, and two kinds of negative come from the same clip: the window's audio at `negatives_per_window`
+other offsets (|offset| >= min_negative_offset, within its context), and `face_negatives` other windows'
+lips of the clip with this window's aligned audio (Wav2Lip's own negative: another time of the same
+video, where identity cues cannot help). No fake is ever read. The loss is binary cross-entropy on the
+cosine of the unit embeddings, as the expert's (positives weighted to balance the negatives). With only
+a few hundred demo windows the expert memorises them within ~100 steps unless each window is shown
+differently every time: `augment` zooms, shifts, mirrors and recolours the crops and moves the audio's
+level and mel bands (another voice).
+
+Validation on the real val windows: how well the cosine tells aligned from shifted audio (AUC, off-sync
+accuracy at 0.5), how often the best offset is within a frame of 0, and the sync margin of each window's
+own audio against another val clip's speech (real audio only). The best validation step is kept, and the
 probability map of the detector (curve.Calibration) is fit on the same real val windows.
 
     avlips train-sync            # params.yaml `sync:`
@@ -23,8 +30,8 @@ import torch
 from torch.nn import functional as F
 
 from avlips.model.detectors import DetectorError
-from avlips.model.sync.curve import Calibration, offset_curves
 from avlips.model.provenance import training_provenance
+from avlips.model.sync.curve import Calibration, offset_curves
 from avlips.model.sync.data import WindowSet, expand_shards, read_real_windows
 from avlips.model.sync.network import SyncNet, SyncNetConfig, cosine_sync
 from avlips.model.sync.weights import load_expert, save_expert
@@ -40,7 +47,7 @@ class SyncTrainConfig:
 
     stage_channels: tuple[int, ...] = (8, 16, 32, 64, 128)
     face_size: int = 48
-    steps: int = 600
+    steps: int = 300
     batch_size: int = 32               # windows per step, each with one positive and its negatives
     negatives_per_window: int = 3      # the window's lips with its audio at other offsets
     face_negatives: int = 1            # another window's lips of the same clip with this window's aligned audio
@@ -49,8 +56,8 @@ class SyncTrainConfig:
     offsets: int = 15                  # offsets searched either side, frames
     min_negative_offset: int = 3       # nearer offsets are too like the aligned audio to call off-sync
     min_speech_dbfs: float = -45.0     # quieter windows are left out of training and abstained on
-    val_every: int = 100
-    augment: bool = True               # per-window jitter of the crops and colours, and of the audio level
+    val_every: int = 25
+    augment: bool = True               # per-window zoom, shift, mirror, colour; audio level and mel-band shift
     expert_weights: str = ""           # start from these weights (a released lipsync_expert.pth); steps 0: calibrate only
     seed: int = 1234
     threads: int = 0                   # torch threads; 0: torch's default
@@ -120,10 +127,11 @@ def _swap_auc(model: SyncNet, windows: WindowSet, margins: list[float]) -> float
     if len(clips) < 2:
         return float("nan")
     by_clip = {clip: [w for w in items if w.clip == clip] for clip in clips}
+    position = {id(w): n for clip in clips for n, w in enumerate(by_clip[clip])}  # the window's place in its clip
     faces, chunks, offsets = [], [], []
     for window in items:
         others = by_clip[clips[(clips.index(window.clip) + 1) % len(clips)]]
-        donor = others[min(len(others) - 1, by_clip[window.clip].index(window))]
+        donor = others[min(len(others) - 1, position[id(window)])]
         faces.append(window.faces)
         chunks.append(donor.chunks)
         offsets.append(donor.offsets)
@@ -193,7 +201,8 @@ def train_sync(train_shards: str | Sequence[str], val_shards: str | Sequence[str
     val = read_real_windows(val_list, config.offsets, face_size, config.min_speech_dbfs)
     log.info("sync expert: %d real train windows (%d fakes skipped, %d silent), %d real val windows",
              len(train.windows), train.fakes_skipped, train.silent_skipped, len(val.windows))
-    usable = [w for w in train.windows if _positive_and_negatives(w, rng, 1, config.min_negative_offset) is not None]
+    usable = [w for w in train.windows
+              if (w.offsets == 0).any() and (np.abs(w.offsets) >= config.min_negative_offset).any()]
     if config.steps > 0 and not usable:
         raise DetectorError(f"no real train window with speech and shifted audio in {train_list[:3]}...: "
                             "nothing to train the sync expert on")
@@ -257,7 +266,9 @@ def train_sync(train_shards: str | Sequence[str], val_shards: str | Sequence[str
     best.extra = {"best_step": best_step, "history": history, "seconds": round(time.time() - started, 1)}
     # As LipFD's checkpoints record it (corpus and its synthetic nature from compose, shard hashes), but
     # the generators of the shards' fakes are not what the expert learnt from: it never read them.
-    provenance = {**training_provenance(train_list, val_list), "generators": [], "trained_on": "real only",
+    trained_on = "real only" if config.steps > 0 else \
+        "not trained here: released weights, calibrated on the real val windows"
+    provenance = {**training_provenance(train_list, val_list), "generators": [], "trained_on": trained_on,
                   "init": config.expert_weights or "random", "train_windows": train.counts(),
                   "val_windows": val.counts()}
     settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}

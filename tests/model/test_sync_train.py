@@ -87,5 +87,6 @@ def test_a_released_expert_is_calibrated_without_training(shards, tmp_path):
                SyncTrainConfig(**{**TINY, "steps": 0, "expert_weights": str(weights)}))
     expert = load_expert(out)
     assert expert.model.config.face_size == 96 and expert.extra["provenance"]["init"] == str(weights)
+    assert expert.extra["provenance"]["trained_on"].startswith("not trained here")
     assert expert.extra["calibration"]["fitted_on"] == 6
     assert all(torch.equal(v, released.state_dict()[k]) for k, v in expert.model.state_dict().items())
