@@ -2,8 +2,8 @@
 
 Scores every window of the clean test shards with the lip-sync expert (trained on real windows only by
 `avlips train-sync`), then, per generator, the AUC of the probability of fake against the real windows of
-the same split, over the windows it scored (abstentions are counted and left out), and the clip AUC
-(mean probability of a clip's scored windows). The reference numbers to beat are those of
+the same split, over the windows it scored (abstentions are counted and left out; also shown with every
+window, an abstention as 0.5), and the clip AUC (mean probability of a clip's scored windows). The reference numbers to beat are those of
 benchmarks/demo_sync_feature.py (issue 13).
 
     python benchmarks/demo_sync_detector.py [--shards 'data/shards/clean/test-*.tar'] [--model models/sync_expert.pt]
@@ -45,17 +45,22 @@ def main() -> None:
     for (group, reason), count in sorted(abstained.items()):
         print(f"  abstained: {group:15s} {reason}: {count}")
     real = [r for r in rows if r[2] == 0 and not r[3].abstained]
+    every_real = [r for r in rows if r[2] == 0]
     for generator in sorted({r[0] for r in rows if r[2] == 1}):
         fake = [r for r in rows if r[2] == 1 and r[0] == generator and not r[3].abstained]
         labels = [0] * len(real) + [1] * len(fake)
         window_auc = roc_auc_score(labels, [r[3].probability for r in real + fake])
+        # The same with every window, an abstention counted as undecided (0.5).
+        every_fake = [r for r in rows if r[2] == 1 and r[0] == generator]
+        neutral_auc = roc_auc_score([0] * len(every_real) + [1] * len(every_fake),
+                                    [0.5 if r[3].abstained else r[3].probability for r in every_real + every_fake])
         by_clip: dict[tuple[str, int], list[float]] = defaultdict(list)
         for _, clip, label, score in real + fake:
             by_clip[(clip, label)].append(score.probability)
         clip_auc = roc_auc_score([label for (_, label) in by_clip], [np.mean(v) for v in by_clip.values()])
         called = np.mean([r[3].probability >= 0.5 for r in fake])
         print(f"{generator:15s} {len(fake):4d} fake windows  window AUC {window_auc:.3f}  clip AUC {clip_auc:.3f}  "
-              f"called fake at 0.5: {called:.2f}")
+              f"called fake at 0.5: {called:.2f}  (window AUC with abstentions as 0.5: {neutral_auc:.3f})")
     print(f"real windows called fake at 0.5: {np.mean([r[3].probability >= 0.5 for r in real]):.2f} of {len(real)}")
 
 
