@@ -7,7 +7,9 @@ way, and only the columns the windows need kept. Memory does not grow with the c
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterable
 
 import numpy as np
@@ -40,20 +42,61 @@ def mel_columns(n_samples: int, config: MelConfig) -> int:
     return 1 + n_samples // config.hop_length
 
 
-def _mel_basis(config: MelConfig) -> np.ndarray:
-    import librosa
+# Slaney's mel scale (his Auditory Toolbox; librosa's default, htk=False): linear at 200/3 Hz a mel
+# up to 1 kHz, logarithmic above it with 27 mels per factor of 6.4.
+_LINEAR_HZ_PER_MEL = 200.0 / 3
+_LOG_START_HZ = 1000.0
+_LOG_START_MEL = _LOG_START_HZ / _LINEAR_HZ_PER_MEL
+_MELS_PER_LOG = 27.0 / math.log(6.4)
 
-    return librosa.filters.mel(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels).astype(np.float64)
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    hz = np.asarray(hz, dtype=np.float64)
+    above = _LOG_START_MEL + np.log(np.maximum(hz, _LOG_START_HZ) / _LOG_START_HZ) * _MELS_PER_LOG
+    return np.where(hz >= _LOG_START_HZ, above, hz / _LINEAR_HZ_PER_MEL)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    above = _LOG_START_HZ * np.exp((np.maximum(mel, _LOG_START_MEL) - _LOG_START_MEL) / _MELS_PER_LOG)
+    return np.where(mel >= _LOG_START_MEL, above, mel * _LINEAR_HZ_PER_MEL)
+
+
+@lru_cache(maxsize=8)
+def _mel_basis(config: MelConfig) -> np.ndarray:
+    """librosa.filters.mel's default filter bank (Slaney scale and area norm, 0 Hz to Nyquist), float64.
+
+    Written here rather than imported: librosa's filters and STFT pull in scipy.signal and numba's
+    cached kernels, about 2 CPU-seconds for every process that composes (test_audio checks the mel
+    against librosa's). Triangles on the mel scale, each scaled to unit area over its band.
+    """
+    bins = np.fft.rfftfreq(config.n_fft, d=1.0 / config.sample_rate)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(config.sample_rate / 2), config.n_mels + 2))
+    low, centre, high = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (bins[None, :] - low) / (centre - low)
+    falling = (high - bins[None, :]) / (high - centre)
+    triangles = np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
+    # librosa keeps the bank in float32: the same rounding, then float64 for the products.
+    return (triangles * (2.0 / (high - low))).astype(np.float32).astype(np.float64)
+
+
+@lru_cache(maxsize=8)
+def _hann(n_fft: int) -> np.ndarray:
+    """The periodic Hann window (scipy's get_window('hann', n_fft, fftbins=True)), float64."""
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)
 
 
 def _mel_block(segment: np.ndarray, basis: np.ndarray, config: MelConfig) -> np.ndarray:
-    """Mel power of every full frame of an already padded float32 segment (no centring)."""
-    import librosa
+    """Mel power of every full frame of an already padded float32 segment (no centring).
 
-    spectrum = librosa.stft(segment, n_fft=config.n_fft, hop_length=config.hop_length, center=False)
+    The frames' spectra as librosa.stft(center=False) computes them: Hann-windowed in float64,
+    real FFT, kept as complex64.
+    """
+    frames = np.lib.stride_tricks.sliding_window_view(segment, config.n_fft)[::config.hop_length]
+    spectrum = np.fft.rfft(frames * _hann(config.n_fft), axis=1).astype(np.complex64)
     # float64 products: BLAS sums in an order that depends on its thread count and the block's
     # width, and in float32 that shows in the last bit; in float64 it vanishes when rounding back.
-    return (basis @ (np.abs(spectrum).astype(np.float64) ** 2)).astype(np.float32)
+    return (basis @ (np.abs(spectrum).astype(np.float64) ** 2).T).astype(np.float32)
 
 
 def mel_power(audio: np.ndarray, config: MelConfig, block_columns: int = BLOCK_COLUMNS) -> np.ndarray:
