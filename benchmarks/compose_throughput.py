@@ -93,7 +93,7 @@ def ours(videos: list[Path], wavs: list[Path], out: Path) -> tuple[int, int]:
     for video, wav in zip(videos, wavs):
         item = {"video_id": video.stem.replace(".", "-"), "path": str(video), "label": 0, "identity": video.stem,
                 "split": "test", "generator": "", "centred": True, "audio_path": str(wav), "target_clip": ""}
-        records += compose_video(item, config, {"test": 1})
+        records += compose_video(item, config, "test-000000")
     write_shard("test-000000", records, str(out), time.time())
     return sum(r["kind"] == "sample" for r in records), (out / "test-000000.tar").stat().st_size
 
@@ -124,7 +124,7 @@ def _peak_memory_child(video: str, wav: str) -> None:
 
     item = {"video_id": "long", "path": video, "label": 0, "identity": "x", "split": "test", "generator": "",
             "centred": True, "audio_path": wav, "target_clip": ""}
-    records = compose_video(item, ComposeConfig(), {"test": 1})
+    records = compose_video(item, ComposeConfig(), "test-000000")
     if not any(r["kind"] == "sample" for r in records):
         sys.exit(f"no window composed: {records[:1]}")
     print(_peak_rss_mib())

@@ -121,6 +121,40 @@ def test_same_bytes_for_one_or_two_workers(tmp_path, talking_clips):
     assert len([n for n in one if n.endswith(".tar")]) == 6  # 16 windows / 3 per shard
     assert one == two
     assert not [p for p in (tmp_path / "one").iterdir() if ".tmp-" in p.name]
+    # Whole videos in a shard: every window of a clip is where the clip is.
+    samples = pd.read_parquet(tmp_path / "one" / "samples.parquet")
+    assert samples.groupby("clip")["shard"].nunique().eq(1).all() and len(samples) == 16
+
+
+def test_videos_placed_whole_and_evenly_whatever_their_order():
+    from avlips.pipelines.compose import ComposeConfig, place_videos
+    from avlips.media.windows import WindowConfig
+
+    config = ComposeConfig(windows=WindowConfig(n_windows=10), samples_per_shard=200)
+    videos = [{"video_id": f"v{i:03d}", "split": "train" if i % 4 else "val"} for i in range(130)]
+    placed = place_videos(videos, config)
+    # 97 train videos: 970 windows in 5 shards of 19 or 20 videos; 33 val videos: 2 shards of 16 or 17.
+    assert sorted(placed) == [f"train-{i:06d}" for i in range(5)] + ["val-000000", "val-000001"]
+    assert sorted(len(group) for group in placed.values()) == [16, 17, 19, 19, 19, 20, 20]
+    assert sorted(v["video_id"] for group in placed.values() for v in group) == [v["video_id"] for v in videos]
+    assert all(v["split"] == name.split("-")[0] for name, group in placed.items() for v in group)
+    assert place_videos(videos[::-1], config) == placed
+    # A few videos for many shards: the shards past them stay empty, and are still listed.
+    few = place_videos(videos[1:4], ComposeConfig(windows=WindowConfig(n_windows=4), samples_per_shard=3))
+    assert [len(few[name]) for name in sorted(few)] == [1, 1, 1, 0]  # 3 train videos, 12 windows, 4 shards
+
+
+def test_a_finished_shard_counts_only_with_the_videos_placed_there_now(tmp_path):
+    from avlips.pipelines.compose import _finished_shards
+
+    placed = {"test-000000": [{"video_id": "a"}], "test-000001": [{"video_id": "b"}], "test-000002": []}
+    for name, videos in (("test-000000", ["a"]), ("test-000001", ["c"]), ("test-000002", [])):
+        (tmp_path / f"{name}.tar").write_bytes(b"")
+        (tmp_path / f"{name}_stats.json").write_text(json.dumps({"videos": videos}))
+    # test-000001 holds another video (an earlier run from other inputs): composed again.
+    assert _finished_shards(str(tmp_path), placed) == {"test-000000", "test-000002"}
+    (tmp_path / "test-000002_stats.json").write_text('{"vid')  # cut by a kill: not finished
+    assert _finished_shards(str(tmp_path), placed) == {"test-000000"}
 
 
 def test_resume_after_losing_shards_gives_the_same_bytes(tmp_path, talking_clips):
@@ -139,24 +173,36 @@ def test_resume_after_losing_shards_gives_the_same_bytes(tmp_path, talking_clips
     assert (tmp_path / "full" / "test-000001_stats.json").stat().st_mtime_ns == finished  # skipped
 
 
-def test_killed_run_finishes_with_the_same_bytes(tmp_path, talking_clips):
-    rows = [clip_row(f"c{i}", p, f"id{i}") for i, p in enumerate(talking_clips)]
-    params = compose_params(tmp_path, rows)
+def test_killed_run_keeps_its_finished_shards_and_ends_with_the_same_bytes(tmp_path, talking_clips):
+    """Shards finish one by one: kill a run once one holds samples; the rerun keeps it and gives the same bytes."""
     import yaml
 
+    rows = [clip_row(f"c{i}", p, f"id{i}") for i, p in enumerate(talking_clips * 2)]
+    params = compose_params(tmp_path, rows)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     run_compose(str(tmp_path / "whole"), params)
-    command = [sys.executable, "-m", "avlips", "--params", str(tmp_path / "params.yaml"), "compose",
-               "--out", str(tmp_path / "killed")]
+    total = len(list((tmp_path / "whole").glob("*_stats.json")))
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "avlips", "--params", str(tmp_path / "params.yaml"), "compose", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
-    time.sleep(4.0)  # somewhere inside the pipeline
+
+    def with_samples() -> list[Path]:
+        return [p for p in out.glob("*_stats.json") if json.loads(p.read_text())["samples"]]
+
+    deadline = time.time() + 120
+    while not with_samples() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    kept = {p.name: p.stat().st_mtime_ns for p in out.glob("*_stats.json")}
+    assert with_samples() and len(kept) < total, (len(kept), total)  # killed part-way, some shards done
     finished = subprocess.run(command, env=env, capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
-    assert _shard_bytes(tmp_path / "killed") == _shard_bytes(tmp_path / "whole")
+    assert f"({len(kept)} finished" in finished.stderr
+    assert {name: (out / name).stat().st_mtime_ns for name in kept} == kept  # skipped, not rewritten
+    assert _shard_bytes(out) == _shard_bytes(tmp_path / "whole")
 
 
 def test_bad_and_awkward_inputs(tmp_path, talking_clips):
