@@ -90,3 +90,20 @@ def test_a_released_expert_is_calibrated_without_training(shards, tmp_path):
     assert expert.extra["provenance"]["trained_on"].startswith("not trained here")
     assert expert.extra["calibration"]["fitted_on"] == 6
     assert all(torch.equal(v, released.state_dict()[k]) for k, v in expert.model.state_dict().items())
+
+
+def test_the_train_sync_command(shards, tmp_path, monkeypatch, capsys):
+    from avlips.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: the package's defaults, `sync:` included
+    out = tmp_path / "models" / "expert.pt"
+    status = main(["train-sync", "--train-shards", str(shards["train"]), "--val-shards", str(shards["val"]),
+                   "--out", str(out), "--steps", "2", "-S", "sync.stage_channels=[2, 2, 4, 4, 4]",
+                   "-S", "sync.batch_size=4", "-S", "sync.val_every=1"])
+    assert status == 0 and "real val windows" in capsys.readouterr().out
+    assert load_expert(out).extra["config"]["steps"] == 2
+    assert main(["train-sync", "--train-shards", str(shards["old"]), "--val-shards", str(shards["val"]),
+                 "--out", str(tmp_path / "x.pt")]) == 1
+    assert "train-000009.tar: sample old_w00 lacks field 'audio.npy'" in capsys.readouterr().err
+    assert main(["train-sync", "--out", str(tmp_path / "x.pt")]) == 1  # the default shards are not here
+    assert "no shards match 'data/shards/clean/train-*.tar'" in capsys.readouterr().err
