@@ -106,6 +106,11 @@ def detect(video: str, audio: str | None = None, checkpoint: str | None = None,
                  "score": score.probability, **_sync_numbers(score.details)}
         if score.abstained:
             entry["abstained"] = score.abstain_reason
+        # A combination that scored without one of its members says which one abstained, and why.
+        members = {name: m.get("abstain_reason") for name, m in (score.details.get("members") or {}).items()
+                   if isinstance(m, Mapping) and m.get("abstain_reason")}
+        if members and not score.abstained:
+            entry["members_abstained"] = members
         windows.append(entry)
     scored = [w["score"] for w in windows if w["score"] is not None]
     probability = float(np.mean(scored)) if scored else None
@@ -138,6 +143,8 @@ def format_detection(result: Detection) -> str:
             line += f" {_cell(entry.get('best_offset'), 6, 0)} {_cell(entry.get('confidence'), 10)}"
         if "abstained" in entry:
             line += f"  abstained: {entry['abstained']}"
+        for name, reason in entry.get("members_abstained", {}).items():
+            line += f"  ({name} abstained: {reason})"
         lines.append(line)
     for entry in result.skipped:
         lines.append(f"{entry['key']:12s} skipped: {entry['message']}")

@@ -337,3 +337,21 @@ def test_old_shards_without_audio(built, monkeypatch, tmp_path):
     params["evaluate"]["detectors"] = ["lipfd", "loudness"]
     with pytest.raises(DetectorError, match=r"old/test-000000.tar: sample \S+ lacks field 'audio.npy'"):
         run_evaluate(str(root / "model.pt"), str(tmp_path / "old"), "", str(tmp_path / "c"), params)
+
+
+def test_detect_with_a_combination_says_which_member_abstained(built, monkeypatch, tmp_path):
+    """fused scores every window LipFD scores, and the window where the audio detector abstained says so."""
+    from avlips.model.detect import detect, format_detection
+
+    root, clips = built
+    register_detectors(monkeypatch, loudness=_loudness_detector())
+    params = {"detectors": {"lipfd": {"model": str(root / "model.pt"), "device": "cpu"},
+                            "fused": {"members": ["lipfd", "loudness"], "calibration": str(tmp_path / "fused.json"),
+                                      "val_shards": str(root / "clean" / "val-*.tar"), "min_real_windows": 8}}}
+    result = detect(str(clips[2]), window=WindowConfig(n_windows=3, frame_size=64), centred=True, detector="fused",
+                    params=params)
+    assert result.detector == "fused" and (tmp_path / "fused.json").exists()  # calibrated on first use
+    assert all(w["score"] is not None for w in result.windows)
+    assert result.windows[0]["members_abstained"] == {"loudness": "no speech (window 0)"}
+    assert "members_abstained" not in result.windows[1]
+    assert "(loudness abstained: no speech (window 0))" in format_detection(result)
