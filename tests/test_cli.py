@@ -100,7 +100,7 @@ def test_override_types_follow_params(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("override, words", [
     ("compose.n_window=4", ["unknown key 'compose.n_window'", "did you mean 'compose.n_windows'"]),
-    ("steps=4", ["unknown key 'steps'", "did you mean 'train.steps'"]),
+    ("steps=4", ["unknown key 'steps'", "did you mean", ".steps'"]),
     ("compose.n_windows=many", ["compose.n_windows", "expected int", "'many'"]),
     ("train.amp=true", ["train.amp", "expected str", "True"]),
     ("perturb.levels=3", ["perturb.levels", "expected list", "3"]),
