@@ -16,7 +16,6 @@ otherwise it is computed again from `val_shards`.
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import logging
 import math
@@ -26,6 +25,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from avlips.media.checksums import file_sha256
 from avlips.media.sample import WindowSample
 from avlips.model.detectors import Detector, DetectorError, Readiness, WindowScore
 
@@ -82,13 +82,6 @@ def logit(probability: float) -> float:
 def normal_cdf(x: float) -> float:
     return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
 
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_file(detector: Detector) -> str:

@@ -9,10 +9,11 @@ scores on real footage mean nothing; it says so.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+from avlips.media.checksums import file_sha256
 
 SYNTHETIC_SOURCES = frozenset({"demo"})  # corpus sources whose clips are rendered, not filmed
 
@@ -23,13 +24,6 @@ def _local(url: str) -> Path | None:
     path = Path(url.removeprefix("file:"))
     return path if path.is_file() else None
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def shard_records(shards: str | Sequence[str] | None) -> list[dict]:
@@ -44,7 +38,7 @@ def shard_records(shards: str | Sequence[str] | None) -> list[dict]:
         if path is None:
             records.append({"name": url, "sha256": None, "bytes": None})
         else:
-            records.append({"name": path.name, "sha256": _sha256(path), "bytes": path.stat().st_size})
+            records.append({"name": path.name, "sha256": file_sha256(path), "bytes": path.stat().st_size})
     return records
 
 

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping
 import pyarrow.parquet as pq
 
 from avlips.errors import AvlipsInputError
+from avlips.media.checksums import file_sha256
 from avlips.params import param
 
 CARD_FORMAT = 1
@@ -35,7 +36,6 @@ BUILD_PARAMS = ("seed", "media", "corpus", "demo", "denoise", "synthesize", "com
 STAGE_OUTS = {"corpus": "corpus.out", "denoise": "denoise.out", "synthesize": "synthesize.out",
               "compose": "compose.out", "perturb": "perturb.out"}
 SYNC_PREFIX = "sync_"  # per-video sync-quality columns (the sync expert's scores), when a stage records them
-HASH_CHUNK = 1 << 20
 EXAMPLE_CHARS = 300
 IDENTITY_CHECK = (
     "Every (identity, split) pair was collected from clips.parquet, from fakes.parquet (the target's identity "
@@ -86,14 +86,6 @@ def _local(params: Mapping, key: str) -> str:
         raise CardInputError(f"{key}={value}: the card reads local folders only (copy the build here first)")
     return value
 
-
-def sha256_file(path: str) -> str:
-    """The file's sha256, read in 1 MiB chunks (shards can be large)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -281,7 +273,7 @@ def shard_section(folder: str, listed: Counter) -> tuple[list[dict], list[str]]:
         return [], sorted(os.path.join(folder, f"{name}.tar") for name in listed)
     names = sorted(p.name for p in Path(folder).glob("*.tar"))
     entries = [{"path": os.path.join(folder, name), "bytes": os.path.getsize(os.path.join(folder, name)),
-                "sha256": sha256_file(os.path.join(folder, name)), "windows": listed.get(name[:-4], 0)}
+                "sha256": file_sha256(os.path.join(folder, name)), "windows": listed.get(name[:-4], 0)}
                for name in names]
     missing = sorted(os.path.join(folder, f"{name}.tar") for name in listed if f"{name}.tar" not in names)
     return entries, missing

@@ -13,7 +13,8 @@ import pytest
 
 from avlips.cli import main
 from avlips.params import package_defaults
-from avlips.pipelines.card import build_card, card_json, sha256_file, write_card
+from avlips.media.checksums import file_sha256
+from avlips.pipelines.card import build_card, card_json, write_card
 from avlips.pipelines.failures import SCHEMA as FAILURE_SCHEMA
 from avlips.pipelines.sources import folder_candidates
 from avlips.pipelines.storage import write_parquet
@@ -199,7 +200,7 @@ def test_durations_generators_sources_params_software_and_hashes(build):
 def test_sha256_streams_a_file_larger_than_its_chunk(tmp_path):
     big = tmp_path / "big.bin"
     big.write_bytes(bytes(range(256)) * 9000)  # 2.2 MiB: three chunks
-    assert sha256_file(str(big)) == hashlib.sha256(big.read_bytes()).hexdigest()
+    assert file_sha256(str(big)) == hashlib.sha256(big.read_bytes()).hexdigest()
 
 
 def test_the_same_build_gives_the_same_bytes(build, tmp_path):
