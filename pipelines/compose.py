@@ -320,28 +320,38 @@ def _run_local_processes(todo: list[str], placed: dict[str, list[dict]], config:
 
 @contextmanager
 def _one_thread_each() -> Iterator[None]:
-    """BLAS and OpenCV on one thread while composing: a worker is one core (--workers counts cores).
+    """BLAS, OpenCV and the video decoders on one thread while composing: a worker is one core (--workers counts cores).
 
-    Their thread pools would spread one worker's small matrix products and resizes over every
-    core, spinning and synchronising for little gain: about a quarter more CPU time per sample.
+    Their thread pools would spread one worker's small matrix products, resizes and frames over
+    every core, spinning and synchronising for little gain: measured on 2 cores, BLAS and OpenCV
+    threads cost about a quarter more CPU time per sample, FFmpeg's frame threads a sixth more.
     """
     import cv2
     from threadpoolctl import threadpool_limits
 
+    from avlips.media.frames import set_decoder_threads
+
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
+    decoders = set_decoder_threads("NONE")
     try:
         with threadpool_limits(limits=1, user_api="blas"):
             yield
     finally:
         cv2.setNumThreads(threads)
+        set_decoder_threads(decoders)
 
 
 def _warm_up(config: ComposeConfig, faces: bool) -> None:
-    """Make here, once, what composing a video makes on first use: the mel filter bank, the face tracker's imports."""
+    """Make here, once, what composing a video and writing its shard make on first use.
+
+    The mel filter bank, pyarrow's pandas shim (its first array imports pandas, a quarter of a
+    CPU-second) and the face tracker's imports: forked workers inherit them.
+    """
     from avlips.media.audio import stream_mel
 
     stream_mel(iter([np.zeros(config.windows.mel.n_fft * 2, np.float32)]), config.windows.mel, [0])
+    pa.array([0], type=pa.int8())
     if faces:
         import avlips.media.faces  # noqa: F401  (scipy.ndimage; the cascades load per process)
 
