@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from avlips.config import config_from_dict
 from avlips.media.render_fast import render_sample_fast
 from avlips.media.sample import SampleError, WindowSample
+from avlips.model.shard_errors import ShardErrorHandler
 
 from .composite_inputs import composite_inputs, fast_path_available, fast_path_suits, fill_fast, torch_inputs
 from .inputs import CROP_SIZE, GLOBAL_SIZE, NUM_FRAMES, SCALE_BOXES
@@ -268,7 +269,7 @@ class LipFDStream(IterableDataset):
         from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 
         shards, stride, phase = self._epoch_shards(epoch, worker, workers)
-        handler = _ShardErrorHandler(stats)
+        handler = _shard_error_handler(stats)
         opened = handler.track(url_opener(({"url": u} for u in shards), handler=handler))
         samples = group_by_keys(tar_file_expander(opened, handler=handler), handler=handler)
         if stride > 1:
@@ -375,31 +376,13 @@ class LipFDStream(IterableDataset):
         return Batch(labels, keys, clips, worker, cursor, stats.to_dict(), shared=shared, **tensors)
 
 
-class _ShardErrorHandler:
-    """webdataset handler: warn naming the shard, count each failing shard once, go on with the next."""
+def _shard_error_handler(stats: LoaderStats) -> ShardErrorHandler:
+    """Warnings kept in the stream's stats; each failing shard counted once."""
 
-    def __init__(self, stats: LoaderStats) -> None:
-        self.stats = stats
-        self.current = "?"  # the shard being read (set by `track`)
-        self.failed: set[str] = set()
+    def count(_where: str) -> None:
+        stats.shard_errors += 1
 
-    def track(self, sources: Iterator[dict]) -> Iterator[dict]:
-        """Pass opened shards through, remembering which one is being read."""
-        for source in sources:
-            self.current = str(source.get("url"))
-            yield source
-
-    def __call__(self, exn: Exception) -> bool:
-        args = getattr(exn, "args", ())
-        # webdataset appends the URL to the exception's args where it knows it.
-        named = [a for a in args[1:] if isinstance(a, str)]
-        where = named[-1] if named else self.current
-        message = str(args[0]) if args else repr(exn)
-        _warn(self.stats, f"shard {where} unreadable or truncated ({type(exn).__name__}: {message})")
-        if where not in self.failed:
-            self.failed.add(where)
-            self.stats.shard_errors += 1
-        return True
+    return ShardErrorHandler(lambda message: _warn(stats, message), count)
 
 
 def _warn(stats: LoaderStats, message: str) -> None:

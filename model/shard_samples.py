@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 from avlips.media.sample import WindowSample
+from avlips.model.shard_errors import ShardErrorHandler
 
 log = logging.getLogger("avlips.shard_samples")
 
@@ -36,29 +37,6 @@ class ShardSample:
     sample: WindowSample
 
 
-class _Handler:
-    """webdataset's error handler: warn naming the shard, remember it, go on with the next one."""
-
-    def __init__(self, stats: ReadStats) -> None:
-        self.stats = stats
-        self.current = "?"
-
-    def track(self, sources: Iterator[dict]) -> Iterator[dict]:
-        for source in sources:
-            self.current = str(source.get("url"))
-            yield source
-
-    def __call__(self, exn: Exception) -> bool:
-        args = getattr(exn, "args", ())
-        named = [a for a in args[1:] if isinstance(a, str)]  # webdataset appends the URL where it knows it
-        where = named[-1] if named else self.current
-        log.warning("shard %s unreadable or truncated (%s: %s)", where, type(exn).__name__,
-                    args[0] if args else repr(exn))
-        if where not in self.stats.bad_shards:
-            self.stats.bad_shards.append(where)
-        return True
-
-
 def iter_shard_samples(shards: str | Sequence[str], stats: ReadStats | None = None) -> Iterator[ShardSample]:
     """Every readable sample of the shards (paths, URLs, brace notation), in order."""
     from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
@@ -66,7 +44,8 @@ def iter_shard_samples(shards: str | Sequence[str], stats: ReadStats | None = No
     from avlips.model.loader import expand_shards
 
     stats = stats if stats is not None else ReadStats()
-    handler = _Handler(stats)
+    handler = ShardErrorHandler(lambda message: log.warning("%s", message),
+                                lambda where: stats.bad_shards.append(where))
     opened = handler.track(url_opener(({"url": url} for url in expand_shards(shards)), handler=handler))
     for raw in group_by_keys(tar_file_expander(opened, handler=handler), handler=handler):
         key, url = str(raw.get("__key__")), str(raw.get("__url__"))
