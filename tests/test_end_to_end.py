@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["corpus", "denoise", "synthesize", "compose", "perturb", "card", "train", "evaluate"]
+STAGES = ["corpus", "denoise", "synthesize", "compose", "perturb", "card", "train", "train_sync", "evaluate"]
 
 
 def _reduced_params() -> dict:
@@ -23,7 +23,10 @@ def _reduced_params() -> dict:
     params["perturb"].update(types=["gaussian_blur", "compression"], levels=[1, 5])
     params["train"].update(steps=2, warmup_steps=1, batch_size=4, val_batch_size=4, num_workers=0,
                            checkpoint_every=1, crop_size=32)
-    params["evaluate"].update(bootstrap_rounds=20, batch_size=4)
+    params["sync"].update(steps=2, batch_size=4, val_every=1)
+    params["evaluate"].update(bootstrap_rounds=20)
+    params["detectors"]["lipfd"].update(batch_size=4)
+    params["detectors"]["fused"].update(min_real_windows=4)  # the reduced corpus has 6 real val windows
     return params
 
 
@@ -31,8 +34,10 @@ def _reduced_params() -> dict:
 def test_every_stage_in_dvc_order(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(_reduced_params()))
     env = {**os.environ, "PYTHONPATH": str(REPO), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    commands = {name: stage["cmd"].split()[1:] for name, stage in
+                yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items()}
     for stage in STAGES:
-        result = subprocess.run([sys.executable, "-m", "avlips", stage], cwd=tmp_path, env=env,
+        result = subprocess.run([sys.executable, "-m", "avlips", *commands[stage]], cwd=tmp_path, env=env,
                                 capture_output=True, text=True)
         assert result.returncode == 0, f"{stage} failed:\n{result.stderr[-3000:]}"
     fakes = pd.read_parquet(tmp_path / "data/fakes/fakes.parquet")
@@ -63,7 +68,7 @@ def test_dvc_pipeline_has_every_stage_in_order():
     assert list(dvc["stages"]) == STAGES
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for name, stage in dvc["stages"].items():
-        assert stage["cmd"].startswith(f"avlips {name}")
+        assert stage["cmd"].startswith(f"avlips {name.replace('_', '-')}")  # train_sync: avlips train-sync
         for key in stage.get("params", []):
             assert key in params, (name, key)
         for dep in stage.get("deps", []):
