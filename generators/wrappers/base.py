@@ -142,8 +142,9 @@ class ExternalCheckoutGenerator(LipGenerator):
         mux_audio(raw, job.audio, out_path)
 
     def needs_overlay(self) -> bool:
-        """Whether the script writes fixed paths inside its checkout (then it runs in a private overlay)."""
-        return False
+        """Whether the script runs in a private overlay: it does when it writes fixed paths inside its checkout,
+        which a wrapper states by naming them in `overlay_private` or `overlay_excluded`."""
+        return bool(self.overlay_private() or self.overlay_excluded())
 
     def overlay_private(self) -> tuple[str, ...]:
         """Top-level checkout entries replaced by fresh private directories in the overlay."""

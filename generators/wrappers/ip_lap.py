@@ -48,12 +48,8 @@ class IPLAP(ExternalCheckoutGenerator):
                 ("renderer_checkpoint", self.resolve(self.settings.get(
                     "renderer_checkpoint", "test/checkpoints/renderer_checkpoint.pth")))]
 
-    def needs_overlay(self) -> bool:
-        """Its scratch folder is relative to the working directory."""
-        return True
-
     def overlay_private(self) -> tuple[str, ...]:
-        """The scratch folder named after our output folder, fresh per job."""
+        """The scratch folder named after our output folder (relative to the working directory), fresh per job."""
         return (f"tempfile_of_{OUT_NAME}",)
 
     def prepare(self, job: Job) -> None:

@@ -85,12 +85,8 @@ class LatentSync(ExternalCheckoutGenerator):
                   for name in INSIGHTFACE_FILES]
         return found
 
-    def needs_overlay(self) -> bool:
-        """read_video writes ./temp/video.mp4 relative to its working directory."""
-        return True
-
     def overlay_private(self) -> tuple[str, ...]:
-        """A fresh temp/ per job."""
+        """A fresh temp/ per job: read_video writes ./temp/video.mp4 relative to its working directory."""
         return ("temp",)
 
     def command(self, job: Job) -> list[str]:

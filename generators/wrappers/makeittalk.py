@@ -77,12 +77,8 @@ class MakeItTalk(ExternalCheckoutGenerator):
                                              "as MakeItTalk's README says")]
                 + [(self.checkout / name, "a table main_end2end.py loads") for name in SOURCE_TABLES])
 
-    def needs_overlay(self) -> bool:
-        """The script reads and rewrites every examples/*.wav and writes its output there."""
-        return True
-
     def overlay_private(self) -> tuple[str, ...]:
-        """A private examples/."""
+        """A private examples/: the script reads and rewrites every examples/*.wav and writes its output there."""
         return ("examples",)
 
     def overlay_excluded(self) -> tuple[str, ...]:

@@ -46,12 +46,8 @@ class VideoRetalking(ExternalCheckoutGenerator):
                 names.append(UP_FACE_CHECKPOINT)
         return [(name, folder / name) for name in names]
 
-    def needs_overlay(self) -> bool:
-        """The script writes and reuses temp/<face name>_* caches relative to its working directory."""
-        return True
-
     def overlay_private(self) -> tuple[str, ...]:
-        """A fresh temp/ per job: no cache from another job or an earlier run is reused."""
+        """A fresh temp/ per job: the script writes and reuses temp/<face name>_* caches there, so none is reused."""
         return ("temp",)
 
     def command(self, job: Job) -> list[str]:

@@ -29,12 +29,8 @@ class Wav2LipRepo(ExternalCheckoutGenerator):
                 ("face_detector", self.resolve(self.settings.get("face_detector",
                                                                   "face_detection/detection/sfd/s3fd.pth")))]
 
-    def needs_overlay(self) -> bool:
-        """inference.py writes temp/result.avi (and temp/temp.wav) relative to its working directory."""
-        return True
-
     def overlay_private(self) -> tuple[str, ...]:
-        """A fresh temp/ per job."""
+        """A fresh temp/ per job: inference.py writes temp/result.avi and temp/temp.wav there."""
         return ("temp",)
 
     def command(self, job: Job) -> list[str]:
