@@ -46,6 +46,7 @@ else:
     fps = capture.get(cv2.CAP_PROP_FPS)
     capture.release()
     if fps != 25:
+        # A shell string, as the real script builds it (a path with spaces breaks it there too).
         subprocess.call(f"{sm.ffmpeg_exe()} -loglevel error -y -i {input_video_path} -r 25 {temp_dir}/temp_25fps.avi",
                         shell=True)
         input_video_path = "{}/temp_25fps.avi".format(temp_dir)

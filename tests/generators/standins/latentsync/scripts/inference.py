@@ -52,6 +52,7 @@ sm.say(f"Initial seed: {args.seed}")
 if os.path.exists("temp"):
     shutil.rmtree("temp")
 os.makedirs("temp", exist_ok=True)
+# Shell strings, as the real read_video and final mux build them.
 subprocess.run(f"{sm.ffmpeg_exe()} -loglevel error -y -nostdin -i {args.video_path} -r 25 -crf 18 temp/video.mp4",
                shell=True)
 time.sleep(0.4)  # face alignment happens here in the real script: a shared ./temp is rewritten meanwhile
