@@ -111,15 +111,20 @@ def test_fused_rule_is_fixed_on_real_validation_windows(tmp_path):
     scores = {name: list(d.score(samples)) for name, d in fused.detectors.items()}
     calibration = fused.fit(scores, labels, [str(tmp_path / "val-000000.tar")])
     assert calibration.members["a"].real_windows == 200 and calibration.members["b"].real_windows == 199
-    assert calibration.members["a"].median == pytest.approx(np.median([logit(a[k]) for k in reals]))
+    assert calibration.members["a"].mean == pytest.approx(np.mean([logit(a[k]) for k in reals]))
+    assert calibration.members["a"].scale == pytest.approx(np.std([logit(a[k]) for k in reals]))
     combined = [fused.combine(k, {n: s[i] for n, s in scores.items()}) for i, k in enumerate(keys)]
     real_p = np.array([c.probability for c in combined[:200]])
     assert 0.08 <= float(np.mean(real_p >= 0.5)) <= 0.11  # the operating point: 10% of real validation windows
     assert all(c.probability > 0.5 for c in combined[200:])  # each kind of fake caught by its detector
     # b abstained on reals[0]: its verdict is a's calibrated evidence alone.
-    only_a = (logit(a[reals[0]]) - calibration.members["a"].median) / calibration.members["a"].scale
+    only_a = (logit(a[reals[0]]) - calibration.members["a"].mean) / calibration.members["a"].scale
     assert combined[0].probability == pytest.approx(normal_cdf(only_a - calibration.threshold))
     assert combined[0].details["members"]["b"]["abstain_reason"] == "no speech"
+    # Both scored: Stouffer's sum, so evidence from both members adds up.
+    z = {n: (logit(p[keys[-1]]) - calibration.members[n].mean) / calibration.members[n].scale
+         for n, p in (("a", a), ("b", b))}
+    assert combined[-1].details["evidence"] == pytest.approx((z["a"] + z["b"]) / np.sqrt(2))
     both = fused.combine("x", {"a": WindowScore("x", None, "too dark"), "b": WindowScore("x", None, "no speech")})
     assert both.abstained and "a: too dark" in both.abstain_reason and "b: no speech" in both.abstain_reason
 
