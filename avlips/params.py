@@ -2,7 +2,9 @@
 
 The package ships the repository's params.yaml as `default_params.yaml` (a link in the checkout, a
 copy in a wheel). A user's params file need only hold what it changes: a key it lacks takes the
-package's value, and the package's keys are the ones an override may name. Merging goes two
+package's value, and the package's keys are the ones the file and an override may name (an unknown
+key is an error naming the closest known one, so a misspelt setting never silently keeps its default;
+the mappings in OPEN_KEYS are the user's to fill). Merging goes two
 levels deep (a block, then its keys); a key's value is taken whole from the user's file, so a
 user's `synthesize.generators` or `corpus.splits` replaces the default mapping instead of being
 mixed with it.
@@ -21,12 +23,14 @@ from avlips.config import did_you_mean
 from avlips.errors import ParamsError
 
 __all__ = ["DEFAULT_PATH", "DEFAULTS_FILE", "ParamsError", "load_params", "package_defaults", "param",
-           "require", "not_set", "parse_override", "apply_overrides", "known_keys"]
+           "require", "not_set", "parse_override", "apply_overrides", "known_keys", "check_key",
+           "check_file_keys"]
 
 DEFAULT_PATH = "params.yaml"
 DEFAULTS_FILE = Path(__file__).with_name("default_params.yaml")
-# Mappings whose keys the user names (generator plugins and their settings): any key below may be set.
-OPEN_KEYS = ("synthesize.generators",)
+# Mappings whose keys the user names: generator and detector plugins with their settings (each plugin
+# checks its own), and the corpus's split names. Any key below them may be set.
+OPEN_KEYS = ("synthesize.generators", "detectors", "corpus.splits")
 
 
 @lru_cache(maxsize=1)
@@ -66,6 +70,8 @@ def load_params(path: str | os.PathLike | None = None, overrides: Iterable[str |
     user = _read_yaml(candidate)
     if user is None and named:
         raise ParamsError(f"{candidate}: no such params file")
+    if user:
+        check_file_keys(user, candidate)
     merged = merge_params(package_defaults(), user or {})
     return apply_overrides(merged, overrides)
 
@@ -111,6 +117,27 @@ def known_keys(params: Mapping) -> dict[str, Any]:
     _flatten(params, "", keys)
     _flatten(_defaults(), "", keys)  # the package's value decides the type where both have the key
     return keys
+
+
+def check_key(key: str, known: Mapping[str, Any], where: str = "") -> None:
+    """A ParamsError naming `key` and the closest known key when `key` is not in `known` nor under OPEN_KEYS.
+
+    `where` (a file) prefixes the message; the -S overrides and the params file share this one check.
+    """
+    if key in known or any(key.startswith(prefix + ".") for prefix in OPEN_KEYS):
+        return
+    prefix = f"{where}: " if where else ""
+    raise ParamsError(f"{prefix}unknown key {key!r}{did_you_mean(key, known)}")
+
+
+def check_file_keys(user: Mapping, path: str | os.PathLike) -> None:
+    """Every key of a user's params file, at every depth, must be one of the package defaults' keys."""
+    keys: dict[str, Any] = {}
+    _flatten(user, "", keys)
+    defaults: dict[str, Any] = {}
+    _flatten(_defaults(), "", defaults)
+    for key in keys:
+        check_key(key, defaults, str(path))
 
 
 def _flatten(node: Mapping, prefix: str, out: dict[str, Any]) -> None:
@@ -170,9 +197,7 @@ def apply_overrides(params: Mapping, overrides: Iterable[str | tuple[str, Any]])
     for item in overrides:
         key, value = parse_override(item) if isinstance(item, str) else item
         known = known_keys(result)
-        open_key = any(key.startswith(prefix + ".") for prefix in OPEN_KEYS)
-        if key not in known and not open_key:
-            raise ParamsError(f"unknown key {key!r}{did_you_mean(key, known)}")
+        check_key(key, known)
         value = _checked(key, value, known.get(key))
         node = result
         parts = key.split(".")
