@@ -23,7 +23,7 @@ from avlips.config import did_you_mean
 from avlips.errors import ParamsError
 
 __all__ = ["DEFAULT_PATH", "DEFAULTS_FILE", "ParamsError", "load_params", "package_defaults", "param",
-           "require", "not_set", "parse_override", "apply_overrides", "known_keys", "check_key",
+           "default_param", "require", "not_set", "parse_override", "apply_overrides", "known_keys", "check_key",
            "check_file_keys"]
 
 DEFAULT_PATH = "params.yaml"
@@ -95,6 +95,14 @@ def param(params: Mapping, dotted: str, default: Any = None) -> Any:
             return default
         node = node[part]
     return node
+
+
+def default_param(dotted: str) -> Any:
+    """The package defaults' value at a dotted key: a plugin's default setting, written once in params.yaml."""
+    value = param(_defaults(), dotted)
+    if value is None:
+        raise ParamsError(f"{DEFAULTS_FILE}: {dotted} is missing (a broken install)")
+    return value
 
 
 def require(params: Mapping, dotted: str, flag: str | None = None) -> Any:

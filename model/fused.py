@@ -35,6 +35,7 @@ import numpy as np
 from avlips.media.checksums import file_sha256
 from avlips.media.sample import WindowSample
 from avlips.model.detectors import Detector, DetectorError, Readiness, WindowScore
+from avlips.params import default_param
 
 log = logging.getLogger("avlips.fused")
 
@@ -114,8 +115,9 @@ class FusedDetector(Detector):
     version = "1"
     reads = ()  # the union of its members', set when they are bound
 
-    def __init__(self, members: Sequence[str] = ("lipfd", "sync"), calibration: str = "models/fused_calibration.json",
-                 val_shards: str = "data/shards/clean/val-*.tar", real_fpr: float = 0.05,
+    def __init__(self, members: Sequence[str] = ("lipfd", "sync"),
+                 calibration: str = default_param("detectors.fused.calibration"),
+                 val_shards: str = default_param("detectors.fused.val_shards"), real_fpr: float = 0.05,
                  min_real_windows: int = 20) -> None:
         if not members or len(set(members)) != len(members) or "fused" in members:
             raise DetectorError(f"detectors.fused.members: distinct detectors other than fused, got {list(members)}")
