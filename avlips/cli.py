@@ -151,9 +151,8 @@ def cmd_train_sync(args: argparse.Namespace, params: dict, passthrough: list[str
 
     block = dict(param(params, "sync", {}) or {})
     config = SyncTrainConfig.from_params(block, seed=int(param(params, "seed", 1234)))
-    out = block.get("model") or "models/sync_expert.pt"
-    summary = train_sync(block.get("train_shards") or "data/shards/clean/train-*.tar",
-                         block.get("val_shards") or "data/shards/clean/val-*.tar", out, config)
+    out = require(params, "sync.model")
+    summary = train_sync(require(params, "sync.train_shards"), require(params, "sync.val_shards"), out, config)
     val = summary["val"]
     print(f"train-sync: {val['windows']} real val windows: aligned vs shifted AUC {val['auc']:.3f}, "
           f"off-sync accuracy {val['offsync_accuracy']:.3f}, swapped-speech AUC {val['swap_auc']:.3f} "

@@ -16,6 +16,7 @@ import torch
 
 from avlips.media.sample import WindowSample
 from avlips.model.detectors import FRAMES, MEL, Detector, DetectorError, Readiness, WindowScore
+from avlips.params import default_param
 
 LIPFD_FRAMES = 5  # the composite holds five frames
 
@@ -28,7 +29,8 @@ class LipFDDetector(Detector):
     reads = (FRAMES, MEL)
     trainable = True  # `avlips train`
 
-    def __init__(self, model: str = "models/lipfd.pt", device: str = "auto", batch_size: int = 16) -> None:
+    def __init__(self, model: str = default_param("detectors.lipfd.model"), device: str = "auto",
+                 batch_size: int = 16) -> None:
         if int(batch_size) < 1:
             raise DetectorError(f"detectors.lipfd.batch_size must be >= 1, got {batch_size}")
         self.weights_path = str(model)

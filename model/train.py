@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from avlips.params import default_param
+
 from .checkpoints import (
     CheckpointFormatError,
     load_checkpoint,
@@ -220,7 +222,7 @@ class TrainingRun:
         config: TrainConfig,
         train_shards: str | Sequence[str],
         val_shards: str | Sequence[str] | None = None,
-        model_path: str | os.PathLike[str] = "models/lipfd.pt",
+        model_path: str | os.PathLike[str] = default_param("train.model"),
         metrics_path: str | os.PathLike[str] | None = None,
         checkpoint_dir: str | os.PathLike[str] | None = None,
         *,
@@ -459,8 +461,8 @@ def train(
     params_or_config: TrainConfig | Mapping[str, Any],
     train_shards: str | Sequence[str],
     val_shards: str | Sequence[str] | None = None,
-    model_path: str | os.PathLike[str] = "models/lipfd.pt",
-    metrics_path: str | os.PathLike[str] | None = "metrics/train.json",
+    model_path: str | os.PathLike[str] = default_param("train.model"),
+    metrics_path: str | os.PathLike[str] | None = default_param("train.metrics"),
     checkpoint_dir: str | os.PathLike[str] | None = None,
     resume: str | os.PathLike[str] | None = None,
     stop_after: int | None = None,

@@ -66,3 +66,24 @@ def test_an_override_and_the_file_share_the_open_blocks(tmp_path, monkeypatch):
     assert params["detectors"]["my_detector"] == {"weights": "w.pt"} and params["corpus"]["splits"]["dev"] == 0.1
     with pytest.raises(ParamsError, match="did you mean 'compose.window_len'"):
         load_params(None, ["compose.windw_len=5"])
+
+
+def test_default_paths_are_params_yamls(tmp_path):
+    """Each stage path is written once, in params.yaml: a detector built with no settings and train() use it."""
+    import inspect
+
+    from avlips.model.fused import FusedDetector
+    from avlips.model.lipfd_detector import LipFDDetector
+    from avlips.model.sync.detector import SyncDetector
+    from avlips.model.train import TrainingRun, train
+
+    repo = yaml.safe_load((REPO / "params.yaml").read_text())
+    detectors = repo["detectors"]
+    assert LipFDDetector().weights_path == detectors["lipfd"]["model"]
+    assert SyncDetector().model_path == detectors["sync"]["model"]
+    fused = FusedDetector()
+    assert fused.calibration_path == detectors["fused"]["calibration"]
+    assert fused.val_shards_pattern == detectors["fused"]["val_shards"]
+    defaults = {name: p.default for name, p in inspect.signature(train).parameters.items()}
+    assert (defaults["model_path"], defaults["metrics_path"]) == (repo["train"]["model"], repo["train"]["metrics"])
+    assert inspect.signature(TrainingRun).parameters["model_path"].default == repo["train"]["model"]

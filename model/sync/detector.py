@@ -26,6 +26,7 @@ from avlips.model.detectors import AUDIO, FRAMES, Detector, DetectorError, Readi
 from avlips.model.sync.curve import Calibration, curves_from_embeddings, embed_chunks
 from avlips.model.sync.frontend import WindowInputs, window_inputs
 from avlips.model.sync.weights import LoadedExpert, load_expert
+from avlips.params import default_param
 
 __all__ = ["SyncDetector", "NO_SPEECH", "NO_ALIGNED_AUDIO"]
 
@@ -51,7 +52,8 @@ class SyncDetector(Detector):
     reads = (FRAMES, AUDIO)
     trainable = True
 
-    def __init__(self, model: str = "models/sync_expert.pt", expert_weights: str = "", offsets: int | None = None,
+    def __init__(self, model: str = default_param("detectors.sync.model"), expert_weights: str = "",
+                 offsets: int | None = None,
                  min_speech_dbfs: float | None = None, batch_size: int = 32, device: str = "cpu",
                  **training: Any) -> None:
         # offsets / min_speech_dbfs left out: those the expert was trained and calibrated with (else 15, -45).
