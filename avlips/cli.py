@@ -179,11 +179,14 @@ def cmd_detect(args: argparse.Namespace, params: dict, passthrough: list[str]) -
     from avlips.model.detect import detect, format_detection
     from avlips.model.detector_set import default_detector
     from avlips.pipelines.compose import ComposeConfig
+    from avlips.pipelines.denoise import DenoiseConfig
 
     window = ComposeConfig.from_params(params).windows
     name = args.detector or default_detector(params)  # fused when LipFD's and sync's weights both exist
+    # The dataset's audio was denoised before compose: the track is cleaned the same way unless told.
+    denoiser = None if args.raw_audio else DenoiseConfig.from_params(params).denoiser
     result = detect(args.video, args.audio, None, window, centred=True if args.centred else None,
-                    threshold=args.threshold, detector=name, params=params)
+                    threshold=args.threshold, detector=name, params=params, denoise=denoiser)
     for warning in result.warnings:  # what the scores do not mean, said where a user sees it
         print(f"avlips detect: WARNING: {warning}", file=sys.stderr)
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_detection(result))
@@ -280,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
                                            "LipFD's and sync's weights exist, else lipfd)")
     detect.add_argument("--centred", action="store_true", help="the video is already a face crop: use whole frames")
     detect.add_argument("--threshold", type=float, default=0.5, help="probability above which the verdict is fake")
+    detect.add_argument("--raw-audio", action="store_true",
+                        help="score the audio as it is (default: denoised with params' denoise settings first, "
+                             "as the dataset's audio was)")
     detect.add_argument("--json", action="store_true", help="print JSON")
     detect.set_defaults(handler=cmd_detect)
 

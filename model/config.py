@@ -41,6 +41,7 @@ class TrainConfig:
     num_workers: int = 2
     resampled: bool = False
     perturb_probability: float = 0.0  # train-time random-mode perturbation
+    perturb_types: tuple[str, ...] = ()  # what it draws from (perturbations.ALL_TYPES); empty: the six video types
     resize_on: str = "auto"  # auto: on the device for CUDA, in the collate on CPU
     val_batch_size: int = 16
     # run
@@ -80,6 +81,7 @@ class TrainConfig:
         """Plain-data copy (lists for tuples), storable in a checkpoint."""
         out = asdict(self)
         out["betas"] = list(self.betas)
+        out["perturb_types"] = list(self.perturb_types)
         return out
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -99,6 +101,7 @@ class TrainConfig:
             return LoaderConfig(batch_size=self.batch_size, shuffle=True, shuffle_buffer=self.shuffle_buffer,
                                 shuffle_initial=min(self.shuffle_buffer, max(1, self.shuffle_buffer // 4)),
                                 resampled=self.resampled, repeat=True, num_workers=self.num_workers,
-                                perturb_probability=self.perturb_probability, drop_last=True, **common)
+                                perturb_probability=self.perturb_probability,
+                                perturb_types=tuple(self.perturb_types), drop_last=True, **common)
         return LoaderConfig(batch_size=self.val_batch_size, shuffle=False, resampled=False, repeat=False,
                             num_workers=self.num_workers, drop_last=False, **common)

@@ -2,6 +2,8 @@
 window's probability of being a lip-sync fake, a verdict, and what the model was trained on."""
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -30,13 +32,14 @@ class Detection:
     detector: str = "lipfd"
     provenance: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # what the scores do not mean (a model trained on synthetic data)
+    audio_denoised: bool = False  # the audio went through the dataset's denoiser first (as compose's input did)
 
     def to_dict(self) -> dict:
         """Plain dict for --json."""
         return {"video": self.video, "audio": self.audio, "detector": self.detector,
                 "probability_fake": self.probability, "verdict": self.verdict, "threshold": self.threshold,
                 "windows": self.windows, "skipped_windows": self.skipped, "model": self.model,
-                "provenance": self.provenance, "warnings": self.warnings}
+                "provenance": self.provenance, "warnings": self.warnings, "audio_denoised": self.audio_denoised}
 
 
 def _face_present(video: str) -> bool:
@@ -47,6 +50,29 @@ def _face_present(video: str) -> bool:
 
     info = probe(video)
     return detect_face(read_frames(video, [info.frames // 2])[0]) is not None
+
+
+def denoised_audio(source: str, settings, directory: str) -> str | None:
+    """`source`'s audio through the denoise stage's own steps and settings, as a wav in `directory`.
+
+    The detectors learnt from windows whose audio the denoise stage had cleaned (real and fake alike);
+    scoring a raw track puts them on audio unlike anything they saw (the demo's sync expert called a
+    real clip's raw track 0.40 fake). None when the track is silent or too short to hold speech: there is
+    nothing to clean, and the windows say so themselves (a sync detector abstains).
+    """
+    from avlips.media.audio_decode import read_audio
+    from avlips.media.denoise import SilentAudio, check_speech_audio, denoise, wav_bytes
+
+    rate = settings.sample_rate
+    audio = read_audio(source, rate, mono=True)
+    try:
+        check_speech_audio(audio, rate, source)
+    except (SilentAudio, TooShort):
+        return None
+    path = os.path.join(directory, "denoised.wav")
+    with open(path, "wb") as handle:
+        handle.write(wav_bytes(denoise(audio, rate, settings), rate))
+    return path
 
 
 def _sync_numbers(details: Mapping) -> dict:
@@ -74,14 +100,23 @@ def build_detector(name: str, params: Mapping | None = None, checkpoint: str | N
 def detect(video: str, audio: str | None = None, checkpoint: str | None = None,
            window: WindowConfig | None = None, centred: bool | None = None, threshold: float = 0.5,
            detector: Detector | str = "lipfd", batch_size: int | None = None,
-           params: Mapping | None = None) -> Detection:
+           params: Mapping | None = None, denoise=None) -> Detection:
     """Compose the video's windows as the dataset does (frames, mel and audio with context), score them, average.
 
     `detector`: a built detector, or the name of one to build from `params` (`detectors.<name>`);
-    `checkpoint` is LipFD's weights (over `detectors.lipfd.model`).
+    `checkpoint` is LipFD's weights (over `detectors.lipfd.model`). `denoise`: the denoiser's settings
+    (`avlips.media.denoise.DenoiseSettings`) to clean the audio with first, as the dataset's audio was;
+    None scores the track as it is.
     """
     if isinstance(detector, str):
         detector = build_detector(detector, params, checkpoint, batch_size)
+    if denoise is not None:
+        with tempfile.TemporaryDirectory(prefix="avlips-detect-") as scratch:
+            cleaned = denoised_audio(audio or video, denoise, scratch)
+            result = detect(video, cleaned or audio, checkpoint, window, centred, threshold, detector, batch_size,
+                            params, None)
+        result.audio, result.audio_denoised = audio or video, cleaned is not None
+        return result
     window = window or WindowConfig()
     if centred is None:
         # A face found in the frame means a wide shot: crop around it as compose does for such sources.

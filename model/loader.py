@@ -77,7 +77,10 @@ class LoaderConfig:
     repeat: bool = True  # loop over epochs forever (training); False: one pass (validation)
     num_workers: int = 0
     resize_on: str = "collate"  # collate: resized in the workers; device: uint8 composites, resized by batch_inputs
-    perturb_probability: float = 0.0  # train-time random-mode perturbation of the frames
+    perturb_probability: float = 0.0  # train-time random-mode perturbation of a window
+    # The types it draws from (video, audio and call names: perturbations.ALL_TYPES); empty: the reference's six
+    # video types, which draw the same (type, level) and frames per window as the reference random mode.
+    perturb_types: tuple[str, ...] = ()
     drop_last: bool = True  # full batches only (training); the last partial batch of a pass is kept otherwise
     seed: int = 0
     prefetch_factor: int = 2
@@ -91,6 +94,12 @@ class LoaderConfig:
             raise ValueError("batch_size >= 1, crop_size >= 8 and num_workers >= 0 are required")
         if not 0.0 <= self.perturb_probability <= 1.0:
             raise ValueError(f"perturb_probability must be in [0, 1], got {self.perturb_probability}")
+        if self.perturb_types:
+            from avlips.perturbations import ALL_TYPES
+
+            unknown = [name for name in self.perturb_types if name not in ALL_TYPES]
+            if unknown:
+                raise ValueError(f"perturb_types: unknown type(s) {unknown}; known: {list(ALL_TYPES)}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "LoaderConfig":
@@ -290,7 +299,7 @@ class LipFDStream(IterableDataset):
         perturb = None
         if cfg.perturb_probability > 0:
             # Imported only when enabled: the random mode is an optional, train-time dependency.
-            from avlips.perturbations.random_mode import random_perturbation as perturb
+            from avlips.perturbations.random_mode import random_window_perturbation as perturb
         epoch, skip = self.start.get(worker, (0, 0))
         while True:
             consumed, batches = 0, 0
@@ -334,10 +343,11 @@ class LipFDStream(IterableDataset):
             if sample.frames.shape[0] != _FRAMES or sample.label not in (0, 1):
                 raise SampleError(f"{sample.frames.shape[0]} frames, label {sample.label}")
             if perturb is not None:
-                frames, info = perturb(sample.frames, key, self.config.perturb_probability, salt=epoch)
+                # The whole window: an audio or call draw changes its audio context and recomputes its mel.
+                types = {"types": self.config.perturb_types} if self.config.perturb_types else {}
+                sample, info = perturb(sample, self.config.perturb_probability, salt=epoch, **types)
                 if info and (not isinstance(info, Mapping) or info.get("type", "none") != "none"):
                     stats.perturbed += 1
-                sample.frames = np.asarray(frames)
             composite = render_sample_fast(sample)
         except Exception as exc:  # one bad sample must not end the stream
             _warn(stats, f"skipped sample {key!r} of shard {url}: {type(exc).__name__}: {exc}")

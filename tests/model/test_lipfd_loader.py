@@ -172,17 +172,55 @@ def test_a_stream_restarted_from_a_cursor_continues_exactly(shards):
 def test_train_time_perturbation_is_loaded_lazily_and_applied(shards, monkeypatch):
     calls = []
 
-    def random_perturbation(frames, key, probability, salt=0):
-        calls.append((key, probability, salt))
-        return np.zeros_like(frames), {"type": "stub", "level": 1}
+    def random_window_perturbation(sample, probability, salt=0, **types):
+        calls.append((sample.key, probability, salt, types))
+        sample.frames = np.zeros_like(sample.frames)
+        return sample, {"type": "stub", "level": 1}
 
     monkeypatch.setitem(sys.modules, "avlips.perturbations.random_mode",
-                        types.SimpleNamespace(random_perturbation=random_perturbation))
+                        types.SimpleNamespace(random_window_perturbation=random_window_perturbation))
     url = str(shards / "train-000000.tar")
     batch = next(iter(make_loader(url, _one_pass(perturb_probability=0.5, crop_size=32))))
-    assert calls[0] == ("s0c0_w00", 0.5, 0)
+    assert calls[0] == ("s0c0_w00", 0.5, 0, {})  # no types given: the random mode's own six video types
     assert float(batch.crops.abs().max()) == 0.0  # frames replaced by the stub's black ones
     assert batch.stats["perturbed"] == 2
+    calls.clear()
+    next(iter(make_loader(url, _one_pass(perturb_probability=1.0, crop_size=32, perturb_types=("opus", "call")))))
+    assert calls[0][3] == {"types": ("opus", "call")}
+
+
+def _stored(path: Path) -> list[tuple[str, dict]]:
+    """(key, members) of a shard's samples, in order."""
+    import tarfile
+
+    samples: dict[str, dict] = {}
+    with tarfile.open(path) as tar:
+        for member in tar.getmembers():
+            key, name = member.name.split(".", 1)
+            samples.setdefault(key, {})[name] = tar.extractfile(member).read()
+    return list(samples.items())
+
+
+def test_train_time_perturbation_of_the_video_types_is_the_reference_random_mode(shards):
+    from avlips.perturbations.random_mode import random_perturbation
+
+    url = str(shards / "train-000000.tar")
+    perturbed = next(iter(make_loader(url, _one_pass(perturb_probability=1.0, crop_size=32))))
+    expected = [WindowSample.decode(k, v) for k, v in _stored(shards / "train-000000.tar")[:2]]
+    for sample in expected:
+        sample.frames = random_perturbation(sample.frames, sample.key, 1.0, salt=0)[0]
+    inputs = composite_inputs(torch.from_numpy(np.stack([render_sample_fast(s) for s in expected])), _one_pass(crop_size=32))
+    np.testing.assert_allclose(perturbed.crops.numpy(), inputs[1].numpy(), atol=ATOL["reference_compatible"])
+
+
+def test_train_time_perturbation_types_are_checked_and_an_audio_draw_needs_audio(shards, caplog):
+    with pytest.raises(ValueError, match=r"unknown type\(s\) \['opsu'\]"):
+        LoaderConfig(perturb_types=("opsu",))
+    url = str(shards / "train-000000.tar")
+    with caplog.at_level(logging.WARNING):
+        batches = list(make_loader(url, _one_pass(perturb_probability=1.0, crop_size=32, perturb_types=("mp3",))))
+    assert not batches  # these old samples carry no audio context: each skipped, naming why
+    assert "s0c0_w00" in caplog.text and "audio" in caplog.text
 
 
 def _composites(count: int, side: int, seed: int) -> np.ndarray:
