@@ -160,6 +160,17 @@ def cmd_train_sync(args: argparse.Namespace, params: dict, passthrough: list[str
     return 0
 
 
+def cmd_sync_quality(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
+    """Score every real clip and every fake with the lip-sync expert (LSE-C, LSE-D, best offset); write the parquet."""
+    from avlips.pipelines.sync_quality import run_sync_quality
+
+    stats = run_sync_quality(params)
+    print(f"sync-quality: videos={stats['videos']} scored={stats['scored']} failures={stats['failures']} "
+          f"(left out by compose {stats['left_out']}) reused={stats['reused']} "
+          f"below min_sync_confidence={stats['dropped']} in {stats['seconds']:.0f}s -> {stats['out']}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace, params: dict, passthrough: list[str]) -> int:
     """Score clean and perturbed test shards; write reports/robustness.{json,md} and plots; print the table."""
     from avlips.model.evaluate import print_table, run_evaluate
@@ -267,6 +278,15 @@ def build_parser() -> argparse.ArgumentParser:
     key_flag(train_sync, "--steps", "sync.steps", "training steps (0 with --expert-weights: calibrate only)", type=int)
     key_flag(train_sync, "--expert-weights", "sync.expert_weights", "start from a released lipsync_expert.pth")
     train_sync.set_defaults(handler=cmd_train_sync)
+
+    quality = sub.add_parser("sync-quality", help="LSE-C / LSE-D / best offset of every real clip and every fake "
+                                                  "under the lip-sync expert")
+    key_flag(quality, "--clips", "sync_quality.clips", "clips manifest (the corpus stage's clips.parquet)")
+    key_flag(quality, "--audio", "sync_quality.audio", "denoised audio manifest ('' to keep each clip's own audio)")
+    key_flag(quality, "--fakes", "sync_quality.fakes", "fakes manifest ('' for real clips only)")
+    key_flag(quality, "--out", "sync_quality.out", "the parquet file to write")
+    key_flag(quality, "--expert", "sync_quality.expert", "expert weights (default: sync.model, else sync.expert_weights)")
+    quality.set_defaults(handler=cmd_sync_quality)
 
     evaluate = sub.add_parser("evaluate", help="robustness report on the clean and perturbed test shards")
     key_flag(evaluate, "--model", "detectors.lipfd.model", "LipFD checkpoint (ours or the released LipFD file)")

@@ -35,7 +35,6 @@ BUILD_PARAMS = ("seed", "media", "corpus", "demo", "denoise", "synthesize", "com
 # Stage -> params key of its output folder; failures.parquet and <stage>_stats.json live there.
 STAGE_OUTS = {"corpus": "corpus.out", "denoise": "denoise.out", "synthesize": "synthesize.out",
               "compose": "compose.out", "perturb": "perturb.out"}
-SYNC_PREFIX = "sync_"  # per-video sync-quality columns (the sync expert's scores), when a stage records them
 EXAMPLE_CHARS = 300
 IDENTITY_CHECK = (
     "Every (identity, split) pair was collected from clips.parquet, from fakes.parquet (the target's identity "
@@ -219,20 +218,61 @@ def generator_section(fakes: list[dict], clips: list[dict], stats: dict | None) 
     return dict(sorted(out.items()))
 
 
-def sync_section(fakes: list[dict], clips: list[dict]) -> dict:
-    """The sync quality of fakes per generator (and of real clips, the baseline), when a stage recorded it."""
-    columns = sorted({k for row in fakes for k, v in row.items()
-                      if k.startswith(SYNC_PREFIX) and isinstance(v, (int, float)) and not isinstance(v, bool)})
-    if not columns:
+def _offset_counts(offsets: list[int]) -> dict[str, int]:
+    """How many videos have each best offset, by offset (keys as signed text: JSON keys are strings)."""
+    return {f"{o:+d}" if o else "0": n for o, n in sorted(Counter(offsets).items())}
+
+
+def _sync_group(rows: list[dict]) -> dict:
+    """One group's sync quality: videos, scored, failures by class, LSE-C / LSE-D / best-offset stats, kept."""
+    scored = [r for r in rows if not r["error"]]
+    offsets = [int(r["best_offset"]) for r in scored]
+    return {"videos": len(rows), "scored": len(scored),
+            "failures": dict(sorted(Counter(r["error"] for r in rows if r["error"]).items())),
+            "lse_c": _stats([r["lse_c"] for r in scored]), "lse_d": _stats([r["lse_d"] for r in scored]),
+            "best_offset": {**_stats(offsets), "counts": _offset_counts(offsets),
+                            "at_zero": round(sum(o == 0 for o in offsets) / len(offsets), 4) if offsets else None},
+            "not_kept": sum(1 for r in rows if not r["kept"])}
+
+
+def sync_section(path: str) -> dict:
+    """The sync quality of fakes per generator against the real clips' baseline, from the sync_quality stage."""
+    from avlips.pipelines.sync_quality_table import SCHEMA, read_metadata
+
+    if not path:
+        return {"available": False, "reason": "sync_quality.out is not set: no sync expert scored these videos"}
+    rows = _rows(path, SCHEMA.names)
+    if rows is None:
         return {"available": False,
-                "reason": "fakes.parquet has no sync_* columns: no sync expert scored these fakes"}
-    by_generator: dict[str, dict] = {}
-    for name in sorted({r["generator"] for r in fakes}):
-        rows = [r for r in fakes if r["generator"] == name]
-        by_generator[name] = {c: _stats([r.get(c) for r in rows]) for c in columns}
-    real = [r for r in clips if int(r["label"]) == 0]
-    baseline = {c: _stats([r.get(c) for r in real]) for c in columns if any(c in r for r in real)}
-    return {"available": True, "columns": columns, "by_generator": by_generator, "real": baseline}
+                "reason": f"{path} not found: no sync expert scored these videos (run `avlips sync-quality` after "
+                          f"`avlips train-sync`)"}
+    try:
+        meta = read_metadata(path)
+    except ValueError as exc:
+        raise CardInputError(f"{path}: its sync_quality metadata is not valid JSON ({exc})") from exc
+    fakes: dict[str, list[dict]] = defaultdict(list)
+    real: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        if row["kind"] == "real":
+            real[row["split"]].append(row)
+        else:
+            fakes[row["generator"] or "unknown"].append(row)
+    here = not meta.get("released_expert")  # an expert trained here learned from train and was picked on val
+    examples = {}
+    for row in sorted(rows, key=lambda r: (r["error"], r["video_id"])):
+        if row["error"]:
+            examples.setdefault(row["error"], str(row["reason"])[:EXAMPLE_CHARS])
+    return {"available": True, "source": path,
+            "expert": meta.get("expert", ""), "expert_sha256": meta.get("expert_sha256", ""),
+            "released_expert": meta.get("released_expert"), "offsets": meta.get("offsets"),
+            "min_sync_confidence": meta.get("min_sync_confidence"),
+            "by_generator": {name: _sync_group(group) for name, group in sorted(fakes.items())},
+            "real": _sync_group([r for group in real.values() for r in group]),
+            "real_by_split": {split: _sync_group(real[split]) for split in sorted(real, key=_split_key)},
+            # The real clips an expert trained here learned from (train) and was chosen on (val): their numbers
+            # may flatter it; the test clips are the fair baseline.
+            "real_trained_on": "train" if here else "", "real_validated_on": "val" if here else "",
+            "failure_examples": examples}
 
 
 def failure_section(params: Mapping, perturb_cells: list[tuple[str, int, str]]) -> dict:
@@ -321,7 +361,7 @@ def build_card(params: Mapping) -> dict:
     corpus_dir = _local(params, "corpus.out")
     clips_path = os.path.join(corpus_dir, "clips.parquet")
     clips = _rows(clips_path, ("clip_id", "identity", "label", "split", "source", "generator", "duration"),
-                  optional=("origin", "licence", *_sync_columns(clips_path)))
+                  optional=("origin", "licence"))
     if clips is None:
         raise CardInputError(f"{clips_path}: not found; run `avlips corpus` first (corpus.out={corpus_dir})")
     has_provenance = bool(clips) and "licence" in clips[0]
@@ -330,8 +370,7 @@ def build_card(params: Mapping) -> dict:
     fakes_dir = _local(params, "synthesize.out")
     fakes_path = os.path.join(fakes_dir, "fakes.parquet")
     raw_fakes = _rows(fakes_path, ("fake_id", "target_clip", "driving_clip", "generator", "generator_version",
-                                   "params_hash", "seconds"),
-                      optional=tuple(_sync_columns(fakes_path))) or []
+                                   "params_hash", "seconds")) or []
     fakes, orphans = [], []
     for row in raw_fakes:
         target = by_clip.get(row["target_clip"])
@@ -393,23 +432,13 @@ def build_card(params: Mapping) -> dict:
         "sources": source_section(clips, str(param(params, "corpus.source") or ""), has_provenance),
         "provenance_recorded": has_provenance,
         "generators": generator_section(fakes, clips, stage_stats.get("synthesize")),
-        "sync_quality": sync_section(fakes, clips),
+        "sync_quality": sync_section(_local(params, "sync_quality.out")),
         "failures": failure_section(params, cells),
         "params": {block: params[block] for block in BUILD_PARAMS if block in params},
         "software": software_section(params, stage_stats),
         "shards": {"clean": shards_clean, "perturbed": shards_perturbed},
         "violations": violations,
     }
-
-
-def _sync_columns(path: str) -> list[str]:
-    """The sync_* columns a manifest has (none when it is absent)."""
-    if not os.path.isfile(path):
-        return []
-    try:
-        return [name for name in pq.read_schema(path).names if name.startswith(SYNC_PREFIX)]
-    except Exception:  # _rows names the unreadable file
-        return []
 
 
 def card_json(card: Mapping) -> str:

@@ -142,18 +142,52 @@ def _generators(card: Mapping) -> list[str]:
 
 def _sync(card: Mapping) -> list[str]:
     sync = card["sync_quality"]
+    title = "## Sync quality (lip-sync expert)"
     if not sync["available"]:
-        return ["## Sync quality of fakes", "", f"Absent: {sync['reason']}.", ""]
-    header = ["generator"] + [f"{c} (median; min–max)" for c in sync["columns"]]
+        return [title, "", f"Absent: {sync['reason']}.", ""]
 
-    def row(name: str, stats: Mapping) -> list:
-        return [name] + [f"{s['median']} ({s['min']}–{s['max']}, n={s['count']})" if s.get("count") else "—"
-                         for s in (stats.get(c, {}) for c in sync["columns"])]
+    def median(stats: Mapping) -> str:
+        return f"{stats['median']} ({stats['min']}–{stats['max']})" if stats.get("count") else ""
 
-    rows = [row(name, stats) for name, stats in sync["by_generator"].items()]
-    if sync["real"]:
-        rows.append(row("real clips (baseline)", sync["real"]))
-    return ["## Sync quality of fakes", "", *_table(header, rows), ""]
+    def offsets(stats: Mapping) -> str:
+        if not stats.get("count"):
+            return ""
+        spread = ", ".join(f"{offset}: {n}" for offset, n in stats["counts"].items())
+        return f"{stats['at_zero']:.0%} at 0 ({spread})"
+
+    threshold = sync["min_sync_confidence"]
+
+    def row(name: str, group: Mapping, fakes: bool = False) -> list:
+        failed = "; ".join(f"{error} {n}" for error, n in group["failures"].items())
+        cells = [name, group["videos"], group["scored"], failed, median(group["lse_c"]), median(group["lse_d"]),
+                 offsets(group["best_offset"])]
+        return cells + ([group["not_kept"] if fakes else ""] if threshold is not None else [])
+
+    rows = [row(name, group, fakes=True) for name, group in sync["by_generator"].items()]
+    for split, group in sync["real_by_split"].items():
+        note = (" (the expert trained on these)" if split == sync["real_trained_on"] else
+                " (the expert was chosen on these)" if split == sync["real_validated_on"] else "")
+        rows.append(row(f"real, {split}{note}", group))
+    rows.append(row("**real, all (baseline)**", sync["real"]))
+    header = ["group", "videos", "scored", "not scored", "LSE-C median (min–max)", "LSE-D median (min–max)",
+              "best offset (frames)"] + ([f"fakes not kept (LSE-C < {threshold:g})"] if threshold is not None else [])
+    expert = f"`{sync['expert']}`" + (" (a released expert)" if sync["released_expert"] else " (trained here on real "
+                                                                                              "clips only)")
+    lines = [title, "",
+             f"Every real clip and every fake scored by `avlips sync-quality` ({sync['source']}) with {expert}, "
+             f"sha256 `{sync['expert_sha256'][:16]}…`, offsets ±{sync['offsets']} frames. LSE-C is the offset "
+             "curve's median minus its minimum (higher: more clearly in sync), LSE-D its minimum (lower: closer), "
+             "on this expert's scale: read a generator against the real clips, not against published LSE values. "
+             "A fake in sync has LSE-C near the real clips' and its best offset at 0.", "",
+             *_table(header, rows), ""]
+    if threshold is None:
+        lines += ["synthesize.min_sync_confidence is off: no fake is marked as not kept.", ""]
+    else:
+        lines += [f"Fakes below synthesize.min_sync_confidence {threshold:g} (or not scored) are marked `kept = false` "
+                  "in the parquet; the shards still hold them.", ""]
+    if sync["failure_examples"]:
+        lines += _table(("not scored", "example"), sync["failure_examples"].items()) + [""]
+    return lines
 
 
 def _failures(card: Mapping) -> list[str]:

@@ -86,6 +86,9 @@ class SynthesizeConfig:
     face_sample_frames: int = 16  # frames sampled per target: face check, and the still for static generators
     max_av_gap_s: float = 0.5  # a fake whose video and audio lengths differ by more is a failure (a length tell)
     max_failure_fraction: float = 0.5
+    # LSE-C below which a fake is not kept (None: off). Applied by the sync_quality stage, the first with an
+    # expert (pipelines/sync_quality.py); this stage only accepts the key.
+    min_sync_confidence: float | None = None
     # name -> block: `enabled`, `fakes_per_clip`, `splits` are the stage's, other keys go to the generator.
     generators: Mapping[str, Any] = field(default_factory=dict)
 

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["corpus", "denoise", "synthesize", "compose", "perturb", "card", "train", "train_sync", "evaluate"]
+STAGES = ["corpus", "denoise", "synthesize", "compose", "perturb", "train", "train_sync", "sync_quality", "card",
+          "evaluate"]
 
 
 def _reduced_params() -> dict:
@@ -53,6 +54,10 @@ def test_every_stage_in_dvc_order(tmp_path):
             assert list((tmp_path / "data/shards/perturbed" / kind / level).glob("test-*.tar"))
     card = json.loads((tmp_path / "data/card.json").read_text())
     assert card["summary"]["windows"] == len(samples) and card["identities"]["ok"]
+    # Every clip and fake scored by the expert, and the card's sync section read from it.
+    quality = pd.read_parquet(tmp_path / "data/sync_quality.parquet")
+    assert len(quality) == len(clips) + len(fakes) and card["sync_quality"]["available"]
+    assert set(card["sync_quality"]["by_generator"]) == {"audio_swap", "mouth_rewrite"}
     assert json.loads((tmp_path / "metrics/train.json").read_text())["steps"] == 2
     report = json.loads((tmp_path / "reports/robustness.json").read_text())
     test_windows = int((samples.split == "test").sum())
@@ -70,7 +75,8 @@ def test_dvc_pipeline_has_every_stage_in_order():
     for name, stage in dvc["stages"].items():
         assert stage["cmd"].startswith(f"avlips {name.replace('_', '-')}")  # train_sync: avlips train-sync
         for key in stage.get("params", []):
-            assert key in params, (name, key)
+            block, _, inner = key.partition(".")  # a dotted key names one setting of a block
+            assert block in params and (not inner or inner in params[block]), (name, key)
         for dep in stage.get("deps", []):
             if not dep.startswith(("data/", "models/")):
                 assert (REPO / dep).exists(), (name, dep)

@@ -71,9 +71,6 @@ def crafted_build(root: Path, people: dict = PEOPLE, failures: bool = False, syn
                        "generator": generator, "generator_version": "1.0" if generator == "mouth_rewrite" else "0.3",
                        "params_hash": "aa11" if generator == "mouth_rewrite" else "bb22",
                        "seconds": clip["duration"], "frames": int(clip["duration"] * 25), "fps": 25.0}
-                if sync:
-                    row["sync_confidence"] = 1.0 if generator == "audio_swap" else 6.0
-                    row["sync_offset"] = 7 if generator == "audio_swap" else 0
                 fakes.append(row)
     (data / "fakes").mkdir(parents=True)
     pd.DataFrame(fakes).to_parquet(data / "fakes" / "fakes.parquet")
@@ -131,7 +128,34 @@ def crafted_build(root: Path, people: dict = PEOPLE, failures: bool = False, syn
         params[key]["out"] = str(data / folder)
     params["corpus"]["source"] = "manifest:clips.csv"
     params["card"] = {"markdown": str(data / "CARD.md"), "json": str(data / "card.json")}
+    params["sync_quality"]["out"] = str(data / "sync_quality.parquet")
+    if sync:
+        _sync_quality(data / "sync_quality.parquet", clips, fakes)
     return params
+
+
+def _sync_quality(path: Path, clips: list[dict], fakes: list[dict]) -> None:
+    """The sync_quality stage's table: real clips in sync, mouth_rewrite close, audio_swap off; one broken fake."""
+    from avlips.pipelines.sync_quality_table import write_rows
+
+    split_of = {c["clip_id"]: c["split"] for c in clips}
+    rows = []
+    for n, clip in enumerate(clips):
+        rows.append({"video_id": clip["clip_id"], "kind": "real", "generator": "", "split": clip["split"],
+                     "lse_c": 0.7 + 0.01 * n, "lse_d": 0.15, "best_offset": 0})
+    for fake in fakes:
+        swap = fake["generator"] == "audio_swap"
+        rows.append({"video_id": fake["fake_id"], "kind": "fake", "generator": fake["generator"],
+                     "split": split_of[fake["target_clip"]], "lse_c": 0.1 if swap else 0.45,
+                     "lse_d": 0.7 if swap else 0.4,
+                     "best_offset": 7 if swap else int(fake["target_clip"].endswith("-1"))})
+    broken = rows[-1]  # hank's audio_swap fake
+    broken.update(lse_c=None, lse_d=None, best_offset=None, error="InvalidDataError",
+                  reason=f"{broken['video_id']}.mp4: invalid data found when processing input")
+    full = [{"path": f"{r['video_id']}.mp4", "identity": "x", "centred": True, "audio": "", "windows": 96,
+             "offsets_available": 31, "error": "", "reason": "", "kept": True, "inputs_hash": "h", **r} for r in rows]
+    write_rows(str(path), full, {"expert": "models/sync_expert.pt", "expert_sha256": "ab" * 32,
+                                 "released_expert": False, "offsets": 15, "min_sync_confidence": None})
 
 
 @pytest.fixture
@@ -306,14 +330,34 @@ def test_a_manifest_missing_columns_is_named(build):
         build_card(build)
 
 
-def test_sync_quality_per_generator_when_the_fakes_carry_it(tmp_path):
+def test_sync_quality_per_generator_against_the_real_baseline(tmp_path):
     params = crafted_build(tmp_path, sync=True)
     sync = write_card(params, params["card"]["markdown"], params["card"]["json"])["sync_quality"]
-    assert sync["available"] and sync["columns"] == ["sync_confidence", "sync_offset"]
-    assert sync["by_generator"]["audio_swap"]["sync_confidence"] == {"count": 2, "mean": 1.0, "median": 1.0,
-                                                                     "min": 1.0, "max": 1.0}
-    assert sync["by_generator"]["mouth_rewrite"]["sync_offset"]["median"] == 0.0
-    assert "| audio_swap | 1.0 (1.0–1.0, n=2)" in Path(params["card"]["markdown"]).read_text()
+    assert sync["available"] and sync["expert"] == "models/sync_expert.pt" and sync["offsets"] == 15
+    swap, rewrite = sync["by_generator"]["audio_swap"], sync["by_generator"]["mouth_rewrite"]
+    # audio_swap: two test fakes, the last row of the table broken (not scored, a failure with its class).
+    assert (swap["videos"], swap["scored"], swap["failures"]) == (2, 1, {"InvalidDataError": 1})
+    assert swap["lse_c"]["median"] == 0.1 and swap["best_offset"]["counts"] == {"+7": 1}
+    assert rewrite["videos"] == rewrite["scored"] == 12 and rewrite["lse_c"]["median"] == 0.45
+    assert rewrite["best_offset"]["counts"] == {"0": 8, "+1": 4} and rewrite["best_offset"]["at_zero"] == 0.6667
+    assert sync["real"]["videos"] == 12 and sync["real"]["best_offset"]["at_zero"] == 1.0
+    assert sync["real"]["lse_c"]["median"] == pytest.approx(0.755)
+    assert list(sync["real_by_split"]) == ["train", "val", "test"] and sync["real_trained_on"] == "train"
+    assert "InvalidDataError" in sync["failure_examples"]
+    markdown = Path(params["card"]["markdown"]).read_text()
+    assert "| audio_swap | 2 | 1 | InvalidDataError 1 | 0.1 (0.1–0.1) | 0.7 (0.7–0.7) | 0% at 0 (+7: 1) |" in markdown
+    assert "| real, train (the expert trained on these) | 8 | 8 |" in markdown
+    assert "| **real, all (baseline)** | 12 | 12 |" in markdown and "min_sync_confidence is off" in markdown
+
+
+def test_the_card_says_why_sync_quality_is_absent_and_rejects_a_foreign_table(tmp_path):
+    params = crafted_build(tmp_path)
+    sync = build_card(params)["sync_quality"]
+    assert not sync["available"] and "sync_quality.parquet not found" in sync["reason"]
+    assert "avlips sync-quality" in sync["reason"]
+    pd.DataFrame({"video_id": ["a"], "lse_c": [0.5]}).to_parquet(params["sync_quality"]["out"])
+    with pytest.raises(Exception, match=r"sync_quality.parquet: lacks the column\(s\) path, kind"):
+        build_card(params)
 
 
 # ------------------------------------------------------------------------------------------ sources
