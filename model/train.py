@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from avlips.errors import AvlipsInputError
 from avlips.params import default_param
 
 from .checkpoints import (
@@ -46,7 +47,7 @@ from .losses import LipFDLoss, lipfd_loss
 from .provenance import training_provenance
 from .scoring import score_windows
 
-__all__ = ["WarmupCosine", "TrainingRun", "train", "train_from_inputs", "evaluate", "data_fingerprint",
+__all__ = ["WarmupCosine", "TrainingRun", "NoShardsError", "train", "train_from_inputs", "evaluate", "data_fingerprint",
            "setup_distributed", "main", "CHECKPOINT_NAME"]
 
 log = logging.getLogger("avlips.train")
@@ -495,6 +496,10 @@ def _fmt(value: float | None) -> str:
 # ------------------------------------------------------------------------------------------ command line
 
 
+class NoShardsError(AvlipsInputError, FileNotFoundError):
+    """A shard pattern of the command line or params matches no file."""
+
+
 def expand_shard_pattern(pattern: str | Sequence[str] | None) -> str | list[str] | None:
     """Local glob patterns (train-*.tar) expanded, so params need not know shard counts; others as given."""
     import glob
@@ -502,7 +507,7 @@ def expand_shard_pattern(pattern: str | Sequence[str] | None) -> str | list[str]
     if isinstance(pattern, str) and "*" in pattern and "://" not in pattern and not pattern.startswith("pipe:"):
         found = sorted(glob.glob(pattern))
         if not found:
-            raise SystemExit(f"avlips: no shards match {pattern}")
+            raise NoShardsError(f"no shards match {pattern}")
         return found
     return pattern
 
@@ -518,7 +523,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`python -m avlips.model.train` / `torchrun -m avlips.model.train`: train from params.yaml's `train:` block."""
     # One parser for this entry point and `avlips train` (avlips/cli_args.py): --params, -S key=value, the paths.
     from avlips.cli_args import params_from_args, train_inputs, train_parser
-    from avlips.errors import AvlipsInputError
 
     parser = train_parser()
     args = parser.parse_args(argv)
