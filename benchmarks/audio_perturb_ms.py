@@ -72,11 +72,12 @@ def ms(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
 def ffmpeg_cli_opus(audio: np.ndarray, kbps: float) -> np.ndarray:
     """Opus through the pinned ffmpeg's command line: raw PCM in, Ogg/Opus out, and decoded back."""
     from avlips.media.ffmpeg_binary import pinned_path
+    from avlips.perturbations.audio_codecs import OPUS_COMPLEXITY
 
     ffmpeg = pinned_path()
     encode = [ffmpeg, "-loglevel", "error", "-f", "s16le", "-ar", str(RATE), "-ac", "1", "-i", "-",
               "-c:a", "libopus", "-b:a", f"{kbps:g}k", "-vbr", "off", "-application", "voip",
-              "-frame_duration", "20", "-compression_level", "5", "-f", "ogg", "-"]  # fmt: skip
+              "-frame_duration", "20", "-compression_level", str(OPUS_COMPLEXITY), "-f", "ogg", "-"]  # fmt: skip
     ogg = subprocess.run(encode, input=audio.tobytes(), capture_output=True, check=True).stdout
     decode = [ffmpeg, "-loglevel", "error", "-f", "ogg", "-i", "-", "-f", "s16le", "-ar", str(RATE), "-ac", "1", "-"]
     raw = subprocess.run(decode, input=ogg, capture_output=True, check=True).stdout

@@ -209,7 +209,8 @@ class Call:
     parameter: ClassVar[str] = "video_kbps"
     levels: ClassVar[tuple[float, ...]] = tuple(link.video_kbps for link in LINKS)
     seeded: ClassVar[bool] = True
-    version: ClassVar[int] = 2  # 2: VP8 at a fixed speed (the same bytes under any load)
+    # 2: VP8 at a fixed speed (the same bytes under any load); 3: Opus encoder complexity 2, was 5
+    version: ClassVar[int] = 3
 
     def value(self, level: int, sample: str | None = None) -> float:
         """The picture's video bitrate at a level."""

@@ -49,6 +49,7 @@ class PacketLoss(AudioPerturbation):
     parameter = "loss_rate"
     levels = (0.01, 0.03, 0.05, 0.10, 0.20)
     seeded = True
+    version = 2  # 2: Opus encoder complexity 2, was 5 (audio_codecs.OPUS_COMPLEXITY)
     codec_rates = OPUS_RATES
     resample_to = 48000
 

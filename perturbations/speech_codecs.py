@@ -24,6 +24,7 @@ class Opus(AudioPerturbation):
     name = "opus"
     parameter = "bitrate_kbps"
     levels = (32, 24, 16, 12, 8)
+    version = 2  # 2: encoder complexity 2, was 5 (audio_codecs.OPUS_COMPLEXITY)
     codec_rates = OPUS_RATES  # others: resampled to 48 kHz, the rate WebRTC encodes at
     resample_to = 48000
 
