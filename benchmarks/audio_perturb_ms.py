@@ -20,17 +20,14 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
-import resource  # noqa: E402
-import statistics  # noqa: E402
 import subprocess  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 import avlips.perturbations as P  # noqa: E402
 from avlips.media.synthetic import make_persona, render_talking_clip, speech_like_audio  # noqa: E402
+from timing import median_ms  # noqa: E402  (benchmarks/timing.py: this script's folder is on sys.path)
 
 RATE = 16000
 WINDOW_S, CONTEXT_S = 0.2, 0.6
@@ -50,23 +47,6 @@ def test_window() -> np.ndarray:
     persona = make_persona("bench", 3)
     audio = speech_like_audio(persona, 1.0, RATE, 3)
     return np.stack(list(render_talking_clip(persona, audio, RATE, 25, SIDE, 3)))[10:15]
-
-
-def _cpu_seconds() -> float:
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the ffmpeg CLI's processes
-    return time.process_time() + children.ru_utime + children.ru_stime
-
-
-def ms(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
-    """Median wall and CPU milliseconds of `repeat` calls, after a warm-up call."""
-    fn()
-    wall, cpu = [], []
-    for _ in range(repeat):
-        start, start_cpu = time.perf_counter(), _cpu_seconds()
-        fn()
-        wall.append(time.perf_counter() - start)
-        cpu.append(_cpu_seconds() - start_cpu)
-    return statistics.median(wall) * 1000.0, statistics.median(cpu) * 1000.0
 
 
 def ffmpeg_cli_opus(audio: np.ndarray, kbps: float) -> np.ndarray:
@@ -105,11 +85,11 @@ def main() -> None:
     for name in args.types.split(","):
         pert = P.get_audio(name)
         for level in P.LEVELS:
-            wall, cpu = ms(lambda: pert.apply(audio, RATE, level, 0), args.repeat)
+            wall, cpu = median_ms(lambda: pert.apply(audio, RATE, level, 0), args.repeat)
             verdict = "ok" if cpu < TARGET_MS else "SLOW"
             print(f"{name:<17} {level:>2} {pert.value(level):>7g} {wall:>10.2f} {cpu:>7.2f} {TARGET_MS:>5g}ms "
                   f"{verdict:>4}")  # fmt: skip
-    wall, cpu = ms(lambda: ffmpeg_cli_opus(audio, 16), args.repeat)
+    wall, cpu = median_ms(lambda: ffmpeg_cli_opus(audio, 16), args.repeat)
     print(f"{'opus (ffmpeg CLI)':<17} {3:>2} {16:>7g} {wall:>10.2f} {cpu:>7.2f}   (reference: two ffmpeg processes)")
 
     # The mel a perturbed window stores, recomputed from its audio context (both steps, as the stage runs them).
@@ -126,14 +106,14 @@ def main() -> None:
     context = clip[int(1.4 * RATE):int(2.8 * RATE)]
     meta = {"start_time": 2.0, "mel_columns": [first, last], "mel_db_max": float(db.max()), "mel": config.__dict__,
             "audio": {"sample_rate": RATE, "window_start": int(CONTEXT_S * RATE), "cut_before": 0, "cut_after": 0}}
-    wall, cpu = ms(lambda: window_mel_db(context, clip_reference_db(context, db[:, first:last], meta, "k"), meta, "k"),
+    wall, cpu = median_ms(lambda: window_mel_db(context, clip_reference_db(context, db[:, first:last], meta, "k"), meta, "k"),
                    args.repeat)
     print(f"{'mel recompute':<17} {'':>2} {'':>7} {wall:>10.2f} {cpu:>7.2f}   (per perturbed window, any audio type)")
 
     if not args.no_call:
         window = test_window()
         for level in P.LEVELS:
-            wall, cpu = ms(lambda: P.apply_call(window, 25.0, audio, RATE, level, 0), args.repeat)
+            wall, cpu = median_ms(lambda: P.apply_call(window, 25.0, audio, RATE, level, 0), args.repeat)
             print(f"{'call':<17} {level:>2} {P.CALL.value(level):>7g} {wall:>10.2f} {cpu:>7.2f}   "
                   f"(5 frames {SIDE}x{SIDE} and the audio)")  # fmt: skip
     print(f"load average at end {os.getloadavg()[0]:.2f}")

@@ -18,23 +18,22 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-
+# The naive pixelation is the tests' own reference: the repository root makes `tests` importable.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import avlips.perturbations as P  # noqa: E402
 from avlips.perturbations.block_wise import BLOCK, GREY, block_count  # noqa: E402
 from avlips.perturbations.ycbcr import CHROMA_OFFSET, RGB_TO_YCBCR, YCBCR_TO_RGB  # noqa: E402
 from tests.perturbations.test_perturbation_formulas import pixelation_reference  # noqa: E402
+from timing import median_ms  # noqa: E402  (benchmarks/timing.py: this script's folder is on sys.path)
 
 SIDE = 500  # LipFD's frame size
 WINDOW = 5  # LipFD's window length
@@ -149,21 +148,10 @@ NAIVE: dict[str, Callable[[np.ndarray, int, int], np.ndarray]] = {
 }
 
 
-def _cpu_seconds() -> float:
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the naive compression's ffmpeg processes
-    return time.process_time() + children.ru_utime + children.ru_stime
-
-
 def ms_per_frame(fn: Callable[[], np.ndarray], repeat: int) -> tuple[float, float]:
     """Median wall and CPU milliseconds of `repeat` calls on the window, per frame, after a warm-up call."""
-    fn()
-    wall, cpu = [], []
-    for _ in range(repeat):
-        start, start_cpu = time.perf_counter(), _cpu_seconds()
-        fn()
-        wall.append(time.perf_counter() - start)
-        cpu.append(_cpu_seconds() - start_cpu)
-    return statistics.median(wall) * 1000.0 / WINDOW, statistics.median(cpu) * 1000.0 / WINDOW
+    wall, cpu = median_ms(fn, repeat)
+    return wall / WINDOW, cpu / WINDOW
 
 
 def agreement(ours: np.ndarray, naive: np.ndarray, name: str) -> str:
