@@ -7,7 +7,7 @@ librosa's length rule, so the samples equal what the reference's librosa.load gi
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import Callable, Iterator
 
 import av
 import numpy as np
@@ -16,9 +16,24 @@ from avlips.media.errors import MediaError, NoAudio, TruncatedMedia
 from avlips.media.probe import audio_stream, declared_seconds, frame_index, open_media
 
 
+def _open_audio(path: str) -> av.container.InputContainer:
+    """open_media, quicker for PCM wavs: their header says all, so FFmpeg need not read ahead to learn the streams.
+
+    By default opening reads up to 5 MB of packets to fill in stream parameters (a 16 kHz wav
+    whole: about 5 ms a clip, more than decoding it); the same packets then come out again.
+    """
+    if path.lower().endswith(".wav"):
+        container = open_media(path, {"probesize": "32"})
+        if container.format.name == "wav" and all(
+                s.codec_context is not None and s.codec_context.name.startswith("pcm_") for s in container.streams.audio):
+            return container
+        container.close()  # a compressed codec in a wav: let FFmpeg learn what it needs
+    return open_media(path)
+
+
 def _decoded_audio(path: str) -> Iterator[tuple[int, np.ndarray]]:
     """(native rate, planar float32 chunk (C, n)) of the first audio stream; sample 0 is shown with frame 0."""
-    container = open_media(path)
+    container = _open_audio(path)
     try:
         stream = audio_stream(container)
         if stream is None:
@@ -135,47 +150,76 @@ def resampled_length(samples: int, native_rate: int, sample_rate: int) -> int:
     return int(np.ceil(samples * (float(sample_rate) / native_rate)))
 
 
-def iter_audio(path: str | os.PathLike, sample_rate: int = 16000, block_samples: int = 1 << 16
-               ) -> Iterator[np.ndarray]:
+class _MonoStream:
+    """Decoded chunks in, read_audio's mono blocks at `sample_rate` out: its mixing and resampling, pushed a chunk at a time."""
+
+    def __init__(self, path: str, sample_rate: int, block_samples: int) -> None:
+        self.path, self.sample_rate, self.block_samples = path, sample_rate, block_samples
+        self.native_rate = sample_rate
+        self.resampler = None
+        self.pending: list[np.ndarray] = []
+        self.pending_len = self.decoded = self.yielded = 0
+
+    def _mixed(self) -> np.ndarray:
+        # read_audio's mono mix (a float32 mean over channels), one decoded batch at a time.
+        block = np.concatenate(self.pending, axis=1).astype(np.float32).mean(axis=0)
+        self.pending, self.pending_len = [], 0
+        return block
+
+    def push(self, native_rate: int, chunk: np.ndarray) -> np.ndarray | None:
+        """One decoded chunk (C, n); a block when enough are pending."""
+        if self.resampler is None and native_rate != self.sample_rate:
+            import soxr
+
+            self.resampler = soxr.ResampleStream(native_rate, self.sample_rate, 1, dtype="float32", quality="HQ")
+        self.native_rate = native_rate
+        self.pending.append(chunk)
+        self.pending_len += chunk.shape[1]
+        self.decoded += chunk.shape[1]
+        if self.pending_len < self.block_samples:
+            return None
+        block = self._mixed()
+        block = self.resampler.resample_chunk(block) if self.resampler is not None else block
+        self.yielded += block.size
+        return block
+
+    def finish(self) -> np.ndarray | None:
+        """The last block (None when empty); NoAudio when nothing was decoded."""
+        if not self.decoded:
+            raise NoAudio(self.path, "audio stream decodes to no samples")
+        tail = self._mixed() if self.pending else np.zeros(0, dtype=np.float32)
+        if self.resampler is not None:
+            tail = self.resampler.resample_chunk(tail, last=True)  # flushes the filter's delay
+            # read_audio's length rule (librosa's): zero-pad or trim the end to ceil(n * ratio).
+            want = resampled_length(self.decoded, self.native_rate, self.sample_rate) - self.yielded
+            tail = np.concatenate([tail[:max(want, 0)], np.zeros(max(want - tail.size, 0), np.float32)])
+        return tail if tail.size else None
+
+
+def iter_audio(path: str | os.PathLike, sample_rate: int = 16000, block_samples: int = 1 << 16,
+               side: tuple[int, Callable[[np.ndarray], None]] | None = None) -> Iterator[np.ndarray]:
     """read_audio(path, sample_rate) as consecutive float32 mono blocks, never holding the whole clip.
 
     The concatenated blocks equal read_audio's array exactly: mixing is per sample, and soxr's
-    streaming resampler gives its one-shot output whatever the chunking.
+    streaming resampler gives its one-shot output whatever the chunking. `side` (rate, consume)
+    also hands read_audio(path, rate)'s blocks to `consume`, from the same decoding pass: a caller
+    that needs the track at two rates decodes it once.
     """
-    import soxr
-
     path = str(path)
-    resampler = None
-    pending: list[np.ndarray] = []
-    pending_len = decoded = 0
-
-    def mixed() -> np.ndarray:
-        # read_audio's mono mix (a float32 mean over channels), one decoded batch at a time.
-        return np.concatenate(pending, axis=1).astype(np.float32).mean(axis=0)
-
-    yielded = 0
-    native_rate = sample_rate
+    main = _MonoStream(path, sample_rate, block_samples)
+    other = _MonoStream(path, side[0], block_samples) if side is not None else None
     for native_rate, chunk in _decoded_audio(path):
-        if resampler is None and native_rate != sample_rate:
-            resampler = soxr.ResampleStream(native_rate, sample_rate, 1, dtype="float32", quality="HQ")
-        pending.append(chunk)
-        pending_len += chunk.shape[1]
-        decoded += chunk.shape[1]
-        if pending_len >= block_samples:
-            block = mixed()
-            pending, pending_len = [], 0
-            block = resampler.resample_chunk(block) if resampler is not None else block
-            yielded += block.size
+        if other is not None:
+            block = other.push(native_rate, chunk)
+            if block is not None:
+                side[1](block)
+        block = main.push(native_rate, chunk)
+        if block is not None:
             yield block
-    if not decoded:
-        raise NoAudio(path, "audio stream decodes to no samples")
-    tail = mixed() if pending else np.zeros(0, dtype=np.float32)
-    if resampler is not None:
-        tail = resampler.resample_chunk(tail, last=True)  # flushes the filter's delay
-        # read_audio's length rule (librosa's): zero-pad or trim the end to ceil(n * ratio).
-        want = resampled_length(decoded, native_rate, sample_rate) - yielded
-        tail = np.concatenate([tail[:max(want, 0)], np.zeros(max(want - tail.size, 0), np.float32)])
-    if tail.size:
+    tail = main.finish()
+    if other is not None:
+        block = other.finish()
+        if block is not None:
+            side[1](block)
+    if tail is not None:
         yield tail
-
-

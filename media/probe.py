@@ -86,12 +86,12 @@ def check_readable(path: str) -> None:
         raise NotAVideo(path, "empty file (0 bytes)")
 
 
-def open_media(path: str | os.PathLike) -> av.container.InputContainer:
-    """Open a container, turning every failure into a MediaError that names the file."""
+def open_media(path: str | os.PathLike, options: dict[str, str] | None = None) -> av.container.InputContainer:
+    """Open a container (FFmpeg format `options`), turning every failure into a MediaError that names the file."""
     path = str(path)
     check_readable(path)
     try:
-        return av.open(path, metadata_errors="ignore")
+        return av.open(path, metadata_errors="ignore", options=options or {})
     except PermissionError as exc:
         raise UnreadableFile(path, f"cannot open: {exc}") from exc
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:

@@ -86,7 +86,11 @@ def iter_windows(video_path: str, audio_path: str, keys: list[str], config: Wind
         # mapping takes depends on the audio's length, unknown until the pass ends; keep those of every
         # length it would be used for (a few columns more per window).
         candidates = _candidate_columns(starts, spans, info.frames, info.duration, tolerance, config)
-        mel = stream_mel(iter_audio(audio_path, config.mel.sample_rate), config.mel, candidates)
+        # The windows' own audio (the same track, at 16 kHz) from the mel's decoding pass: one decode, one open.
+        collector = (WindowAudio(spans, config.audio_context_s, AUDIO_RATE)
+                     if config.audio_context_s is not None else None)
+        side = (AUDIO_RATE, collector.feed) if collector is not None else None
+        mel = stream_mel(iter_audio(audio_path, config.mel.sample_rate, side=side), config.mel, candidates)
         if mel.is_silent(config.silence_dbfs):
             raise MediaError(audio_path, f"silent audio (RMS below {config.silence_dbfs} dBFS)")
         by_ratio = abs(mel.seconds - info.duration) <= tolerance
@@ -98,10 +102,8 @@ def iter_windows(video_path: str, audio_path: str, keys: list[str], config: Wind
             mel = stream_mel(iter_audio(audio_path, config.mel.sample_rate), config.mel,
                              (c for first, last in wanted for c in range(first, last)))
         db_min, db_max = mel.db_range()
-        # The same audio as the mel's (the denoised track when there is one), at 16 kHz, in a second pass:
-        # the mel's pass runs at its own rate.
-        contexts = (window_audio(audio_path, spans, config.audio_context_s)
-                    if config.audio_context_s is not None else [(None, None)] * len(spans))
+        # The same audio as the mel's (the denoised track when there is one), at 16 kHz.
+        contexts = collector.result() if collector is not None else [(None, None)] * len(spans)
         reader.will_read(s + i for s in starts for i in range(config.window_len))
         for window, (start, (start_time, end_time), span_columns, (audio, placement)) in enumerate(
                 zip(starts, spans, columns, contexts)):
@@ -139,28 +141,45 @@ def window_audio(audio_path: str, spans: list[tuple[float, float]], context_s: f
     than compose's tolerance) is silence, as a player plays it, and counted as window_padded.
     One streaming pass keeps only the windows' samples, whatever the clip's length.
     """
-    context = int(round(context_s * sample_rate))
-    bounds = [(int(round(start * sample_rate)), int(round(end * sample_rate))) for start, end in spans]
-    buffers = [np.zeros(last - first + 2 * context, dtype=np.float32) for first, last in bounds]
-    position = 0
+    collector = WindowAudio(spans, context_s, sample_rate)
     for block in iter_audio(audio_path, sample_rate):
+        collector.feed(block)
+    return collector.result()
+
+
+class WindowAudio:
+    """window_audio's work fed block by block, so it can share another pass over the track (the mel's)."""
+
+    def __init__(self, spans: list[tuple[float, float]], context_s: float, sample_rate: int = AUDIO_RATE) -> None:
+        self.context_s, self.sample_rate = context_s, sample_rate
+        self.context = int(round(context_s * sample_rate))
+        self.bounds = [(int(round(start * sample_rate)), int(round(end * sample_rate))) for start, end in spans]
+        self.buffers = [np.zeros(last - first + 2 * self.context, dtype=np.float32) for first, last in self.bounds]
+        self.position = 0
+
+    def feed(self, block: np.ndarray) -> None:
+        """The track's next samples (float32 mono at sample_rate)."""
+        context, position = self.context, self.position
         end = position + block.size
-        for (first, last), buffer in zip(bounds, buffers):
+        for (first, last), buffer in zip(self.bounds, self.buffers):
             low, high = max(first - context, position), min(last + context, end)
             if low < high:
                 buffer[low - (first - context):high - (first - context)] = block[low - position:high - position]
-        position = end
-    out = []
-    for (first, last), buffer in zip(bounds, buffers):
-        cut_before = min(context, max(0, context - first))
-        cut_after = min(context, max(0, last + context - position))
-        kept = buffer[cut_before:len(buffer) - cut_after]
-        pcm = np.clip(np.round(kept * 32767.0), -32768, 32767).astype(np.int16)
-        out.append((pcm, {"sample_rate": sample_rate, "context_s": float(context_s),
-                          "window_start": context - cut_before, "window_samples": last - first,
-                          "cut_before": cut_before, "cut_after": cut_after,
-                          "window_padded": min(last - first, max(0, last - position))}))
-    return out
+        self.position = end
+
+    def result(self) -> list[tuple[np.ndarray, dict]]:
+        """(int16 samples, placement) per window, from the whole track fed."""
+        context, position, out = self.context, self.position, []
+        for (first, last), buffer in zip(self.bounds, self.buffers):
+            cut_before = min(context, max(0, context - first))
+            cut_after = min(context, max(0, last + context - position))
+            kept = buffer[cut_before:len(buffer) - cut_after]
+            pcm = np.clip(np.round(kept * 32767.0), -32768, 32767).astype(np.int16)
+            out.append((pcm, {"sample_rate": self.sample_rate, "context_s": float(self.context_s),
+                              "window_start": context - cut_before, "window_samples": last - first,
+                              "cut_before": cut_before, "cut_after": cut_after,
+                              "window_padded": min(last - first, max(0, last - position))}))
+        return out
 
 
 def _window_span(reader: FrameReader, start: int, window_len: int, step: float) -> tuple[float, float]:

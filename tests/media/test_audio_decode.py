@@ -120,3 +120,36 @@ def test_audio_damaged_mid_file_is_an_error_not_a_silent_cut(make_video, tmp_pat
     assert len(read_audio(clean)) == 6 * 16000
     with pytest.raises(TruncatedMedia, match=r"damaged\.mp4.*audio decoding stopped at [0-9.]+s of 6\.00s"):
         read_audio(damaged)
+
+
+@pytest.mark.parametrize("rate, channels, container", [(16000, 1, "wav"), (44100, 2, "wav"), (48000, 1, "mp4")])
+def test_one_pass_gives_both_rates(tmp_path, make_video, rate, channels, container):
+    """iter_audio's side rate, from the same decoding pass, equals a pass of its own."""
+    rng = np.random.default_rng(rate)
+    signal = (0.2 * rng.standard_normal((channels, int(2.7 * rate)))).astype(np.float32)
+    if container == "wav":
+        path = tmp_path / "a.wav"
+        write_wav(path, signal if channels > 1 else signal[0], rate)
+    else:
+        path = tmp_path / "a.mp4"
+        write_video(path, gradient_frames(60, 32, 32), 25, signal[0], rate)
+    side: list[np.ndarray] = []
+    main = list(iter_audio(path, 22050, block_samples=5000, side=(16000, side.append)))
+    assert np.array_equal(np.concatenate(main), read_audio(path, 22050))
+    assert np.array_equal(np.concatenate(side), read_audio(path, 16000))
+
+
+def test_pcm_wav_opened_without_read_ahead_decodes_the_same(tmp_path):
+    """The quick open of a PCM wav gives the samples and stream facts of FFmpeg's default open."""
+    import av
+
+    from avlips.media.audio_decode import _open_audio
+
+    path = tmp_path / "a.wav"
+    write_wav(path, tone(1.3, 16000, freq=440.0), 16000)
+    with _open_audio(str(path)) as quick, av.open(str(path)) as default:
+        assert quick.format.name == "wav"
+        a, b = quick.streams.audio[0], default.streams.audio[0]
+        assert (a.rate, a.duration, a.codec_context.name) == (b.rate, b.duration, b.codec_context.name)
+        samples = [np.concatenate([f.to_ndarray() for f in c.decode(audio=0)], axis=1) for c in (quick, default)]
+    assert np.array_equal(samples[0], samples[1])
