@@ -345,13 +345,13 @@ def _one_thread_each() -> Iterator[None]:
 def _warm_up(config: ComposeConfig, faces: bool) -> None:
     """Make here, once, what composing a video and writing its shard make on first use.
 
-    The mel filter bank, pyarrow's pandas shim (its first array imports pandas, a quarter of a
-    CPU-second) and the face tracker's imports: forked workers inherit them.
+    The mel filter bank, the shard manifest's writer and the face tracker's imports: forked workers
+    inherit them. (Manifests are built without pa.array, whose first call imports pandas.)
     """
     from avlips.media.audio import stream_mel
+    from avlips.pipelines import arrow_rows  # noqa: F401
 
     stream_mel(iter([np.zeros(config.windows.mel.n_fft * 2, np.float32)]), config.windows.mel, [0])
-    pa.array([0], type=pa.int8())
     if faces:
         import avlips.media.faces  # noqa: F401  (scipy.ndimage; the cascades load per process)
 

@@ -107,7 +107,9 @@ def read_finished_record(sidecar: str, output: str) -> dict | None:
 
 def write_parquet(path: str, rows: Iterable[dict], schema: pa.Schema) -> None:
     """Write rows as a parquet table with a fixed schema (an empty table still has its columns)."""
-    table = pa.Table.from_pylist(list(rows), schema=schema)
+    from avlips.pipelines.arrow_rows import rows_to_table
+
+    table = rows_to_table(list(rows), schema)  # from_pylist's table, without importing pandas
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
     write_bytes(path, buffer.getvalue())
