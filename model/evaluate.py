@@ -1,7 +1,14 @@
-"""The evaluate stage: score clean and perturbed test shards, write the robustness report."""
+"""The evaluate stage: score clean and perturbed test windows, write the robustness report.
+
+The perturbed windows come from the perturb stage's shards, or, with `perturb.materialize: false`, are
+made on the fly in the same pass over the clean shards: each clean window is decoded once and perturbed
+into every (type, level) cell by the perturb stage's own code (the bytes its shards would hold, decoded
+as their reader would), so the scores are those of the materialised shards.
+"""
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
 import time
@@ -155,6 +162,161 @@ def _score_chunk(chunk, built: dict, names: list[str]) -> dict[str, list]:
     return {name: results[name] for name in names}
 
 
+def _chunks(stream, size: int):
+    """The stream in lists of `size` (the last one shorter)."""
+    chunk: list = []
+    for item in stream:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class _ScoreTable:
+    """Every detector's scored windows per (type, level) cell, in the order a materialised evaluation lists them.
+
+    A cell's rows are kept with a sort key: the stream position for shards read as stored, or (shard file
+    name, key) for windows perturbed on the fly, which is how the perturb stage orders a cell's shards and
+    the samples within each. So the report (whose bootstrap draws by position) is the same either way.
+    """
+
+    def __init__(self, names: list[str], generators: dict[str, str]) -> None:
+        self.names = names
+        self.generators = generators
+        self.cells: dict[tuple[str, int], list[tuple[tuple, dict[str, ScoredWindow]]]] = {}
+
+    def score(self, kind: str, level: int, chunk: list, built: dict, sort_keys: list[tuple]) -> None:
+        rows = self.cells.setdefault((kind, level), [])
+        if not chunk:
+            return
+        by_detector = _score_chunk(chunk, built, self.names)
+        for i, entry in enumerate(chunk):
+            sample = entry.sample
+            clip = str(sample.meta.get("clip", ""))
+            generator = (self.generators.get(clip) or sample.meta.get("generator", "")) if sample.label else ""
+            rows.append((sort_keys[i], {
+                name: ScoredWindow(sample.key, clip, int(sample.label), generator, kind, level, score.probability,
+                                   score.abstain_reason, score.details)
+                for name, score in ((name, by_detector[name][i]) for name in self.names)}))
+
+    def windows(self, kind: str, level: int) -> int:
+        return len(self.cells.get((kind, level), []))
+
+    def rows(self) -> dict[str, list[ScoredWindow]]:
+        """Per detector: the clean cell first, then the cells by type name and level, each in its order."""
+        ordered = sorted(self.cells, key=lambda cell: (cell[0] != CLEAN, cell[0], cell[1]))
+        out: dict[str, list[ScoredWindow]] = {name: [] for name in self.names}
+        for cell in ordered:
+            for _, row in sorted(self.cells[cell], key=lambda item: item[0]):
+                for name in self.names:
+                    out[name].append(row[name])
+        return out
+
+
+def _score_shards_as_stored(table: _ScoreTable, sets: list, split: str, built: dict, chunk_size: int,
+                            read) -> None:
+    """Score each shard set (clean, then each materialised cell) as its shards store it."""
+    from avlips.model.shard_samples import iter_shard_samples
+
+    for kind, level, shards in sets:
+        if not shards:
+            log.warning("evaluate: no %s shards for %s level %d, skipped", split, kind, level)
+            continue
+        position = 0
+        for chunk in _chunks(iter_shard_samples(shards, read), chunk_size):
+            table.score(kind, level, chunk, built, [(position + i,) for i in range(len(chunk))])
+            position += len(chunk)
+        log.info("evaluate: %s level %d: %d windows", kind, level, table.windows(kind, level))
+
+
+@dataclass(frozen=True)
+class OnTheFly:
+    """perturb.materialize false: the cells evaluate makes from the clean windows, with the perturb stage's code."""
+
+    config: object  # avlips.pipelines.perturb.PerturbConfig
+    cells: tuple[tuple[str, int], ...]  # (type, level), in the report's order
+
+
+def on_the_fly_cells(params: dict, perturbed_dir: str, split: str) -> OnTheFly | None:
+    """The cells to perturb on the fly when `perturb.materialize` is false, else None (read the shards).
+
+    A perturb_stats.json saying the perturb stage wrote no shards, under params that say it did, is an
+    error: the shards there (if any) are an older run's.
+    """
+    if not perturbed_dir:
+        return None
+    materialize = (params.get("perturb") or {}).get("materialize", True)
+    if materialize is True:
+        stats_path = os.path.join(perturbed_dir, "perturb_stats.json")
+        stats = {}
+        if os.path.isfile(stats_path):
+            try:
+                with open(stats_path, encoding="utf-8") as handle:
+                    stats = json.load(handle)
+            except (OSError, ValueError) as exc:
+                raise EvaluateInputError(f"{stats_path}: unreadable ({type(exc).__name__}: {exc})") from exc
+        if isinstance(stats, dict) and stats.get("materialize") is False:
+            raise EvaluateInputError(f"{stats_path}: the perturb stage wrote no shards (perturb.materialize was "
+                                     f"false); set perturb.materialize: false to perturb on the fly, or rerun "
+                                     f"`avlips perturb`")
+        return None
+    from avlips.pipelines.perturb import PerturbConfig
+
+    config = PerturbConfig.from_params(params)  # a bad setting is a PerturbInputError naming it
+    if split not in config.splits:
+        log.warning("evaluate: perturb.splits %s lacks %r: no perturbed cells", list(config.splits), split)
+        return OnTheFly(config, ())
+    return OnTheFly(config, tuple((kind, level) for kind in sorted(config.types) for level in sorted(config.levels)))
+
+
+def _score_perturbing_on_the_fly(table: _ScoreTable, shards: list[str], plan: OnTheFly, built: dict,
+                                 chunk_size: int, read) -> int:
+    """One pass over the clean shards: each chunk of decoded windows is scored, then perturbed into every cell
+    (perturb.perturb_sample: the bytes a materialised shard would hold, decoded as its reader would) and
+    scored again. Returns how many perturbed windows failed to be made (each warned about)."""
+    from avlips.model.shard_samples import ShardSample, decode_window, iter_shard_samples
+    from avlips.pipelines.perturb import perturb_sample
+
+    levels_of: dict[str, list[int]] = {}
+    for kind, level in plan.cells:
+        levels_of.setdefault(kind, []).append(level)
+    failures = position = 0
+    for chunk in _chunks(iter_shard_samples(shards, read, keep_members=True), chunk_size):
+        table.score(CLEAN, 0, chunk, built, [(position + i,) for i in range(len(chunk))])
+        position += len(chunk)
+        for kind, levels in levels_of.items():
+            made: dict[int, list[tuple[str, str, dict]]] = {level: [] for level in levels}
+            for item in chunk:
+                records = perturb_sample(item.sample.key, item.members, kind, tuple(levels), plan.config, item.shard,
+                                         decoded=item.sample)
+                for level, record in records.items():
+                    if record["kind"] == "sample":
+                        made[level].append((item.shard, record["key"], record["members"]))
+                    else:
+                        failures += 1
+                        log.warning("evaluate: not perturbed: %s", record["failure"]["message"])
+            for level in levels:  # decoded one level at a time: memory stays at a chunk of windows
+                decoded, sort_keys = [], []
+                for shard, key, members in made.pop(level):
+                    try:
+                        sample = decode_window(key, members)
+                    except Exception as exc:  # as a reader of the materialised shard would skip it
+                        log.warning("skipped sample %r perturbed from shard %s: %s: %s", key, shard,
+                                    type(exc).__name__, exc)
+                        read.skipped_samples += 1
+                        continue
+                    read.samples += 1
+                    decoded.append(ShardSample(shard, sample))
+                    sort_keys.append((os.path.basename(shard), key))
+                table.score(kind, level, decoded, built, sort_keys)
+    for kind, level in [(CLEAN, 0), *plan.cells]:
+        log.info("evaluate: %s level %d: %d windows%s", kind, level, table.windows(kind, level),
+                 " (perturbed on the fly)" if kind != CLEAN else "")
+    return failures
+
+
 def _calibrate(built: dict, names: list[str], sets: list) -> dict[str, dict]:
     """Fit every combining detector on its validation shards (never a shard that is being tested)."""
     tested = {os.path.realpath(path) for _, _, shards in sets for path in shards}
@@ -192,48 +354,36 @@ def run_evaluate(model_path: str, clean_dir: str, perturbed_dir: str, reports_di
 
     `model_path`, when given, is LipFD's checkpoint (over `detectors.lipfd.model`). Each sample is decoded
     once and handed to every detector; a combining detector (fused) is calibrated on its validation
-    shards first and combines its members' scores of the same windows.
+    shards first and combines its members' scores of the same windows. With `perturb.materialize: false`
+    the perturbed cells are made from the clean windows in the same pass (`on_the_fly_cells`).
     """
     from avlips.model.report import build_detectors_report
-    from avlips.model.shard_samples import ReadStats, iter_shard_samples
+    from avlips.model.shard_samples import ReadStats
+    from avlips.model.worker_memory import tune_allocator
 
     settings = params.get("evaluate", {}) or {}
     split = settings.get("split", "test")
     names = list(dict.fromkeys(settings.get("detectors") or ["lipfd"]))
     started = time.time()
-    sets = _shard_sets(clean_dir, perturbed_dir, split)
+    tune_allocator()  # freed composites and decoded frames reused, not faulted in again for every window
+    plan = on_the_fly_cells(params, perturbed_dir, split)
+    sets = [(CLEAN, 0, _test_shards(clean_dir, split))] if plan else _shard_sets(clean_dir, perturbed_dir, split)
     if not sets[0][2]:
         raise EvaluateInputError(f"{clean_dir}: no {split}-NNNNNN.tar shards to evaluate")
     built = _ready_detectors(names, params, model_path)
     calibrations = _calibrate(built, names, sets)
-    generators = _generators_by_clip(clean_dir)
+    table = _ScoreTable(names, _generators_by_clip(clean_dir))
     chunk_size = _chunk_size(d for d in built.values() if not hasattr(d, "combine"))
-    rows: dict[str, list[ScoredWindow]] = {name: [] for name in names}
     read = ReadStats()
-    for kind, level, shards in sets:
-        if not shards:
-            log.warning("evaluate: no %s shards for %s level %d, skipped", split, kind, level)
-            continue
-        count = 0
-        chunk: list = []
-        stream = iter_shard_samples(shards, read)
-        while True:
-            item = next(stream, None)
-            if item is not None:
-                chunk.append(item)
-            if chunk and (item is None or len(chunk) == chunk_size):
-                for name, scores in _score_chunk(chunk, built, names).items():
-                    for entry, score in zip(chunk, scores):
-                        sample = entry.sample
-                        clip = str(sample.meta.get("clip", ""))
-                        generator = (generators.get(clip) or sample.meta.get("generator", "")) if sample.label else ""
-                        rows[name].append(ScoredWindow(sample.key, clip, int(sample.label), generator, kind, level,
-                                                       score.probability, score.abstain_reason, score.details))
-                count += len(chunk)
-                chunk = []
-            if item is None:
-                break
-        log.info("evaluate: %s level %d: %d windows", kind, level, count)
+    if plan:
+        perturb_failures = _score_perturbing_on_the_fly(table, sets[0][2], plan, built, chunk_size, read)
+        perturbed = {"source": "perturbed on the fly from the clean shards (perturb.materialize false)",
+                     "cells": len(plan.cells), "failures": perturb_failures}
+    else:
+        _score_shards_as_stored(table, sets, split, built, chunk_size, read)
+        perturbed = {"source": "materialised shards" if perturbed_dir else "none",
+                     "cells": sum(1 for kind, _, shards in sets if kind != CLEAN and shards), "failures": 0}
+    rows = table.rows()
     report = build_detectors_report(rows, int(settings.get("bootstrap_rounds", 1000)), int(params.get("seed", 0)))
     for name in names:
         report["detectors"][name]["detector"] = _detector_info(name, built[name], calibrations.get(name))
@@ -245,7 +395,8 @@ def run_evaluate(model_path: str, clean_dir: str, perturbed_dir: str, reports_di
             report["detectors"]["lipfd"]["model"] = model
         if report["primary_detector"] == "lipfd":
             report["model"] = model
-    report["read"] = {"samples": read.samples, "skipped_samples": read.skipped_samples, "bad_shards": read.bad_shards}
+    report["read"] = {"samples": read.samples, "skipped_samples": read.skipped_samples, "bad_shards": read.bad_shards,
+                      "perturbed": perturbed}
     write_report(report, reports_dir)
     log.info("evaluate done: %d windows x %d detector(s) in %.1fs", len(next(iter(rows.values()))), len(names),
              time.time() - started)

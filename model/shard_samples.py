@@ -4,7 +4,9 @@ Evaluate and the fused detector's calibration read shards through this, and hand
 samples to every detector. The order is the LipFD loader's one-pass, unshuffled order (shards as
 listed, samples as stored), so LipFD sees the same batches as when it read the shards itself. Bad
 input never stops the pass, as in the loader: an unreadable or truncated shard and a sample that
-does not decode are warned about (naming shard and key), counted and skipped.
+does not decode are warned about (naming shard and key), counted and skipped. A pass that perturbs
+samples on the fly keeps each sample's stored bytes too (`keep_members`): the perturbed copy of an
+audio type reuses the clean frames' bytes, as the perturb stage stores them.
 """
 from __future__ import annotations
 
@@ -35,9 +37,22 @@ class ShardSample:
 
     shard: str
     sample: WindowSample
+    members: dict[str, bytes] | None = None  # the stored bytes, when the pass was asked to keep them
 
 
-def iter_shard_samples(shards: str | Sequence[str], stats: ReadStats | None = None) -> Iterator[ShardSample]:
+def decode_window(key: str, members: dict[str, bytes]) -> WindowSample:
+    """A window sample from its stored members; ValueError/SampleError saying what is wrong with it."""
+    missing = [name for name in _REQUIRED if name not in members]
+    if missing:
+        raise ValueError(f"missing field(s) {missing}")
+    sample = WindowSample.decode(key, members)
+    if sample.label not in (0, 1):
+        raise ValueError(f"label {sample.label} (0 real, 1 fake)")
+    return sample
+
+
+def iter_shard_samples(shards: str | Sequence[str], stats: ReadStats | None = None,
+                       keep_members: bool = False) -> Iterator[ShardSample]:
     """Every readable sample of the shards (paths, URLs, brace notation), in order."""
     from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 
@@ -51,15 +66,10 @@ def iter_shard_samples(shards: str | Sequence[str], stats: ReadStats | None = No
         key, url = str(raw.get("__key__")), str(raw.get("__url__"))
         members = {k: v for k, v in raw.items() if not k.startswith("__")}
         try:
-            missing = [name for name in _REQUIRED if name not in members]
-            if missing:
-                raise ValueError(f"missing field(s) {missing}")
-            sample = WindowSample.decode(key, members)
-            if sample.label not in (0, 1):
-                raise ValueError(f"label {sample.label} (0 real, 1 fake)")
+            sample = decode_window(key, members)
         except Exception as exc:  # one bad sample must not end the pass
             log.warning("skipped sample %r of shard %s: %s: %s", key, url, type(exc).__name__, exc)
             stats.skipped_samples += 1
             continue
         stats.samples += 1
-        yield ShardSample(url, sample)
+        yield ShardSample(url, sample, members if keep_members else None)
