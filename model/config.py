@@ -47,7 +47,7 @@ class TrainConfig:
     # run
     device: str = "auto"  # auto: cuda if available
     amp: str = "auto"  # auto: bf16 autocast on CUDA, none on CPU; "bf16" or "none" to force
-    threads: int = 0  # torch CPU threads; 0 = torch's default
+    threads: int = 0  # torch CPU threads; 0 = auto: on the CPU the cores the loader workers leave (train._torch_threads)
     seed: int = 1234
     checkpoint_every: int = 200
     val_every: int = 0  # steps between validations; 0 = only at the end

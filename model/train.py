@@ -102,6 +102,22 @@ def _autocast(config: TrainConfig, device: torch.device) -> Any:
     return torch.autocast("cuda", dtype=torch.bfloat16) if use else nullcontext()
 
 
+def _torch_threads(config: TrainConfig, device: torch.device) -> int:
+    """Torch's CPU threads for a run (0: leave torch's default): `config.threads`, else on the CPU the cores
+    that this rank's loader workers leave free, at least 1 and at most torch's default.
+
+    Why: torch's default is one thread per core, and its OpenMP threads wait for each other at every op; a
+    loader worker on one of those cores stalls them. The demo configuration on 2 cores (one worker), measured
+    by benchmarks/train_cpu.py: 1 thread beside the worker trains faster than 2 and spends a fraction of the CPU.
+    """
+    if config.threads or device.type != "cpu":
+        return config.threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    ranks_here = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # torchrun ranks sharing this machine
+    free = cores // ranks_here - config.num_workers
+    return max(1, min(torch.get_num_threads(), free))
+
+
 def _initial_weights(model: LipFD, config: TrainConfig) -> None:
     if config.clip_weights:
         report = load_clip_visual(config.clip_weights, model)
@@ -255,9 +271,10 @@ class TrainingRun:
     def setup(self) -> None:
         """Device, autocast, the seeded model with its initial weights, optimizer and LR schedule."""
         config = self.config
-        if config.threads:
-            torch.set_num_threads(config.threads)
         self.device = _device(config, self.local_rank)
+        threads = _torch_threads(config, self.device)
+        if threads:
+            torch.set_num_threads(threads)
         self.autocast = _autocast(config, self.device)
         _seed_everything(config.seed)  # the same initial weights on every rank (DDP also broadcasts them)
         self.model = build_lipfd(config.model_config()).to(self.device)
