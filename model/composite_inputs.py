@@ -137,7 +137,10 @@ def fast_inputs(composites: Sequence[np.ndarray], config: LoaderConfig) -> tuple
 
 
 def fill_fast(composites: Sequence[np.ndarray], config: LoaderConfig, g: np.ndarray, crops_out: np.ndarray) -> None:
-    """Fill g (B, 3, 1120, 1120) and crops_out (B, 15, 3, c, c) float32 from uint8 composites with the numba kernels."""
+    """Fill g (B, 3, 1120, 1120) and crops_out (B, 15, 3, c, c) float32 from uint8 composites with the numba kernels.
+
+    g may have any strides (the loader's is a view of channels-last memory); the values are the same.
+    """
     kernels = resize_kernels.compiled_kernels()
     assert kernels is not None
     lut, chan = resize_kernels.channel_table(config.input_mode)

@@ -146,7 +146,7 @@ class Batch:
     worker: int  # logical worker id
     cursor: tuple[int, int]  # (epoch, raw samples consumed in that epoch) after this batch
     stats: dict[str, Any]  # the worker's cumulative LoaderStats
-    global_input: torch.Tensor | None = None  # (B, 3, 1120, 1120) when resized in the collate
+    global_input: torch.Tensor | None = None  # (B, 3, 1120, 1120) when resized in the collate (channels-last memory)
     crops: torch.Tensor | None = None  # (B, 15, 3, c, c)
     composites: torch.Tensor | None = None  # (B, 1000, 2500, 3) uint8 when resized on the device
     shared: SharedParts | None = field(default=None, repr=False, compare=False)  # set in a worker only
@@ -175,7 +175,17 @@ def _plain_batch(plain: dict[str, Any]) -> Batch:
 
 def _batch_from_slot(plain: dict[str, Any], slot: torch.Tensor, layout: tuple) -> Batch:
     # In the receiving process: tensors over the worker's slot, which is freed when they are all gone.
-    return Batch(**{**plain, **receive(slot, layout)})
+    return Batch(**{**plain, **_network_layout(receive(slot, layout))})
+
+
+# Kept channels-last ((B, H, W, 3) memory) and handed on as their (B, 3, H, W) view: the same values, but the
+# network's 5x5/stride-5 conv1 over the 1120x1120 global view costs about 40% less CPU time in this layout
+# (about 6% of a demo training step; benchmarks/train_cpu.py).
+_CHANNELS_LAST = ("global_input",)
+
+
+def _network_layout(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: t.permute(0, 3, 1, 2) if name in _CHANNELS_LAST else t for name, t in tensors.items()}
 
 
 # ------------------------------------------------------------------------------------------ shard lists
@@ -366,7 +376,7 @@ class LipFDStream(IterableDataset):
         if cfg.resize_on == "device":
             parts = {"composites": ((b, *arrays[0].shape), np.uint8)}
         elif fast_path_suits(arrays, None):
-            parts = {"global_input": ((b, 3, GLOBAL_SIZE, GLOBAL_SIZE), np.float32),
+            parts = {"global_input": ((b, GLOBAL_SIZE, GLOBAL_SIZE, 3), np.float32),  # channels-last
                      "crops": ((b, NUM_FRAMES * len(SCALE_BOXES), 3, cfg.crop_size, cfg.crop_size), np.float32)}
         else:  # torch's resizes (no numba): tensors of their own, shared the usual way
             global_input, crops = torch_inputs(torch.from_numpy(np.stack(arrays)), cfg)
@@ -381,8 +391,9 @@ class LipFDStream(IterableDataset):
         if cfg.resize_on == "device":
             np.stack(arrays, out=out["composites"])
         else:
-            fill_fast(arrays, cfg, out["global_input"], out["crops"])  # straight from the composites
-        tensors = {name: torch.from_numpy(array) for name, array in out.items()}
+            # Straight from the composites; the kernels write the global view through its (B, 3, H, W) view.
+            fill_fast(arrays, cfg, out["global_input"].transpose(0, 3, 1, 2), out["crops"])
+        tensors = _network_layout({name: torch.from_numpy(array) for name, array in out.items()})
         return Batch(labels, keys, clips, worker, cursor, stats.to_dict(), shared=shared, **tensors)
 
 

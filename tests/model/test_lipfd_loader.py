@@ -73,6 +73,8 @@ def test_batches_match_the_reference_preparation(shards, mode):
     url = str(shards / "train-000000.tar")
     batch = next(iter(make_loader(url, _one_pass(input_mode=mode))))
     assert batch.global_input.shape == (2, 3, 1120, 1120) and batch.crops.shape == (2, 15, 3, 224, 224)
+    # Channels-last memory: the layout the network's strided global conv reads cheapest on the CPU.
+    assert batch.global_input.is_contiguous(memory_format=torch.channels_last)
     assert batch.labels.dtype == torch.float32 and batch.keys == ["s0c0_w00", "s0c1_w00"]
     # The same tensors as rendering the stored sample and preparing it alone.
     sample = _sample("s0c1_w00", 1, 1)
