@@ -1,0 +1,130 @@
+"""The whole evaluate stage as a user runs it, both ways: reading materialised perturbed shards, and perturbing
+the clean test windows on the fly (`perturb.materialize: false`).
+
+Inputs: a built project (`--root`, for example a fresh clone after `dvc repro`): its data/shards/clean, its
+data/shards/perturbed (materialised) and its models/lipfd.pt and models/sync_expert.pt. Each run is
+`python -m avlips evaluate` with those paths and the detectors of params.yaml, writing its report and the
+fused calibration under `--out` (nothing is written under --root). CPU-seconds are user + system time of
+the process (resource.getrusage(RUSAGE_CHILDREN) around it), wall from process start to exit. Windows are
+those the run read and scored (report read.samples: clean plus perturbed); each detector scores each once.
+
+    python benchmarks/evaluate_stage.py --root /path/to/built/clone [--out DIR] [--repeat 1]
+                                        [--only materialised|on_the_fly] [-S KEY=VALUE ...]
+
+Prints each run with the load average around it (the machine may be shared: compare CPU-seconds), the
+windows per wall second and per CPU-second of each way and their ratio, and whether the two reports agree
+(every number of robustness.json but the line that says where the perturbed windows came from).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WAYS = {"materialised": [], "on_the_fly": ["-S", "perturb.materialize=false"]}
+
+
+def evaluate_command(root: Path, out: Path, params: Path, calibration: Path, extra: list[str]) -> list[str]:
+    shards = root / "data" / "shards"
+    return [sys.executable, "-m", "avlips", "evaluate", "--params", str(params),
+            "--clean", str(shards / "clean"), "--perturbed", str(shards / "perturbed"), "--out", str(out),
+            "--model", str(root / "models" / "lipfd.pt"),
+            "-S", f"detectors.sync.model={root / 'models' / 'sync_expert.pt'}",
+            "-S", f"detectors.fused.val_shards={shards / 'clean' / 'val-*.tar'}",
+            "-S", f"detectors.fused.calibration={calibration}", *extra]
+
+
+def timed(command: list[str]) -> tuple[float, float, float]:
+    """Run a process to its end: (wall seconds, user CPU seconds, system CPU seconds)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    wall = time.perf_counter() - wall
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return wall, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+
+
+def comparable(report: dict) -> dict:
+    """The report without the line that says where the perturbed windows came from."""
+    report = json.loads(json.dumps(report))
+    report.get("read", {}).pop("perturbed", None)
+    return report
+
+
+def largest_difference(a, b, path: str = "") -> tuple[float, str]:
+    """The largest absolute difference between two reports' numbers, and where (inf: the structure differs)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return float("inf"), f"{path} keys"
+        return max((largest_difference(a[k], b[k], f"{path}.{k}") for k in a), default=(0.0, path))
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return float("inf"), f"{path} length"
+        return max((largest_difference(x, y, f"{path}[{i}]") for i, (x, y) in enumerate(zip(a, b))),
+                   default=(0.0, path))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return abs(float(a) - float(b)), path
+    return (0.0, path) if a == b else (float("inf"), path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, required=True, help="a built project: data/shards/{clean,perturbed}, models/")
+    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    parser.add_argument("--out", type=Path, default=None, help="reports go here (default: a temporary folder)")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--only", choices=sorted(WAYS), default=None)
+    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="passed to both runs (e.g. -S evaluate.bootstrap_rounds=200)")
+    args = parser.parse_args()
+    for needed in ("data/shards/clean", "data/shards/perturbed", "models/lipfd.pt", "models/sync_expert.pt"):
+        if not (args.root / needed).exists():
+            sys.exit(f"{args.root / needed}: missing (--root must be a project after `dvc repro`)")
+    out = args.out or Path(tempfile.mkdtemp(prefix="evaluate_stage_"))
+    extra = [x for o in args.overrides for x in ("-S", o)]
+    results: dict[str, dict] = {}
+    for way, flags in WAYS.items():
+        if args.only and way != args.only:
+            continue
+        runs = []
+        for attempt in range(args.repeat):
+            folder = out / f"{way}_{attempt}"
+            load_before = os.getloadavg()[0]
+            # One calibration file for all runs (each run fits it again): the reports name it.
+            command = evaluate_command(args.root, folder, args.params, out / "fused_calibration.json", flags + extra)
+            wall, user, system = timed(command)
+            report = json.loads((folder / "robustness.json").read_text())
+            windows = int(report["read"]["samples"])
+            runs.append({"wall": wall, "cpu": user + system, "windows": windows, "report": report})
+            print(f"{way} run {attempt + 1}: {windows} windows in {wall:.1f} s wall, {user:.1f} user + {system:.1f} "
+                  f"system CPU s ({windows / wall:.2f} windows/s, {windows / (user + system):.2f} per CPU-s); "
+                  f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}", flush=True)
+        results[way] = {"wall": statistics.median(r["wall"] for r in runs),
+                        "cpu": statistics.median(r["cpu"] for r in runs),
+                        "windows": runs[0]["windows"], "report": runs[0]["report"]}
+    if len(results) < 2:
+        return
+    stored, fly = results["materialised"], results["on_the_fly"]
+    print(f"windows per wall second: materialised {stored['windows'] / stored['wall']:.2f}, on the fly "
+          f"{fly['windows'] / fly['wall']:.2f} (ratio {(fly['windows'] / fly['wall']) / (stored['windows'] / stored['wall']):.2f})")
+    print(f"windows per CPU-second: materialised {stored['windows'] / stored['cpu']:.2f}, on the fly "
+          f"{fly['windows'] / fly['cpu']:.2f} (ratio {(fly['windows'] / fly['cpu']) / (stored['windows'] / stored['cpu']):.2f})")
+    difference, where = largest_difference(comparable(stored["report"]), comparable(fly["report"]))
+    verdict = "the same report" if difference == 0 else (
+        f"reports differ by at most {difference:.3g} (at {where})" if difference != float("inf")
+        else f"reports differ in structure or text at {where}")
+    print(f"{verdict}; reports under {out}")
+
+
+if __name__ == "__main__":
+    main()
