@@ -22,8 +22,13 @@ busy loader worker the step cost 2.9-3.4 s of CPU a batch instead of 0.9 (OpenMP
 a descheduled partner), so the trainer, not the loader, was the limit (loader wait under 30 ms a step).
 Tried and not taken: bf16 autocast on this CPU (avx512_bf16) trained no faster at 1 thread (889 vs 886 ms
 a step); foreach/fused AdamW (within noise of 886 ms); channels_last for the ResNet (5%, gradients
-reordered); a channels_last global input makes the global conv 40% cheaper (about 5-9% of a step) but
-needs the resize kernels to write another layout.
+reordered). Taken besides the threads: the loader writes the global view in channels-last memory (the same
+values), where the global conv costs about 40% less (107 -> 62 ms a batch; 4-9% of a step; both sides here).
+Not applicable: the global view cannot be made smaller (conv1 is a learned 5x5/stride-5 conv over the
+1120x1120 bilinear resize, not a resize); with freeze_encoder the ViT's backward is still needed, for conv1.
+Left: ResNet-18's layer4 runs 3x3 convs on 1x1 maps (crop 32), where 8 of the 9 taps meet only padding;
+from the per-op profile (those convs: 87 ms forward + backward a batch, the 2x2 -> 1x1 one 25 ms) about
+90 ms of a step's 860 is spent on those zeros, a saving only a special case for tiny maps could take.
 """
 from __future__ import annotations
 
