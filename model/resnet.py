@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "resnet18", "resnet50", "build_resnet", "RESNETS"]
@@ -16,6 +17,19 @@ def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
 
 def _conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+def _conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """conv(x), with a 3x3/stride-1/padding-1 convolution over 1x1 maps as the product with its centre tap.
+
+    On a 1x1 map the other 8 taps meet only zero padding, so the product gives the same outputs and gradients
+    (the other taps' gradients are zeros either way) up to float rounding, without the work on the padding.
+    Small crops reach 1x1 in layer4 (crop_size 32): about 15% of ResNet-18's CPU step (benchmarks/train_cpu.py).
+    """
+    if (x.shape[-2:] == (1, 1) and conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
+            and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"):
+        return F.linear(x.flatten(1), conv.weight[:, :, 1, 1], conv.bias)[:, :, None, None]
+    return conv(x)
 
 
 class BasicBlock(nn.Module):
@@ -35,8 +49,8 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the block."""
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = self.relu(self.bn1(_conv(self.conv1, x)))
+        out = self.bn2(_conv(self.conv2, out))
         return self.relu(out + identity)
 
 
@@ -60,7 +74,7 @@ class Bottleneck(nn.Module):
         """Apply the block."""
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.relu(self.bn2(_conv(self.conv2, out)))
         out = self.bn3(self.conv3(out))
         return self.relu(out + identity)
 
