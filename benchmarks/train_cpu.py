@@ -1,4 +1,4 @@
-"""The demo training on the CPU as a user runs it (`avlips train`), before and after the thread change.
+"""The demo training on the CPU as a user runs it (`avlips train`), torch's default threads against ours.
 
 Both sides are whole `avlips train` processes on the same shards with params.yaml's train block, a short
 run (`--steps`, default 30) and no validation; they alternate (before, after, before, ...) so that both
@@ -26,9 +26,11 @@ reordered). Taken besides the threads: the loader writes the global view in chan
 values), where the global conv costs about 40% less (107 -> 62 ms a batch; 4-9% of a step; both sides here).
 Not applicable: the global view cannot be made smaller (conv1 is a learned 5x5/stride-5 conv over the
 1120x1120 bilinear resize, not a resize); with freeze_encoder the ViT's backward is still needed, for conv1.
-Left: ResNet-18's layer4 runs 3x3 convs on 1x1 maps (crop 32), where 8 of the 9 taps meet only padding;
-from the per-op profile (those convs: 87 ms forward + backward a batch, the 2x2 -> 1x1 one 25 ms) about
-90 ms of a step's 860 is spent on those zeros, a saving only a special case for tiny maps could take.
+Also taken: ResNet-18's layer4 runs 3x3 convs on 1x1 maps (crop 32), where 8 of the 9 taps meet only
+padding (87 ms a batch forward + backward in the profile); model.resnet computes them as the product with
+the centre tap (same values and gradients up to rounding): ResNet-18 forward + backward over a batch's
+240 crops about 726 -> 636 ms (medians of 4 alternating pairs, one thread). Both changes are on both sides
+here: the benchmark isolates the thread setting; on this loaded machine whole runs did not resolve them.
 """
 from __future__ import annotations
 
