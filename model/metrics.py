@@ -90,24 +90,41 @@ def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> float:
 
 def bootstrap_auc(labels: np.ndarray, scores: np.ndarray, rounds: int = 1000, seed: int = 0,
                   groups: np.ndarray | None = None) -> tuple[float, float]:
-    """95% percentile interval of the AUC over bootstrap resamples (of groups, e.g. videos, if given)."""
+    """95% percentile interval of the AUC over bootstrap resamples (of groups, e.g. videos, if given).
+
+    Each round draws as many groups as there are, with replacement; a window then counts as often as its
+    group was drawn, and the round's AUC is the Mann-Whitney U of those counts (ties half): the number
+    `roc_auc` gives on the resampled rows, to the last bit (the sums are of halves and small integers),
+    without building and ranking them, which made evaluate's report cost about a tenth of its CPU.
+    """
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, dtype=np.float64)
     if labels.min(initial=1) == labels.max(initial=0) or rounds <= 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     if groups is None:
-        members = [np.array([i]) for i in range(len(labels))]
+        group_of, count = np.arange(len(labels)), len(labels)
     else:
-        groups = np.asarray(groups)
-        members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+        names, group_of = np.unique(np.asarray(groups), return_inverse=True)
+        group_of, count = group_of.reshape(-1), len(names)
+    unscored = np.isnan(scores)
+    levels, level_of = np.unique(np.where(unscored, np.inf, scores), return_inverse=True)
+    level_of = level_of.reshape(-1)
+    positive, negative = labels == 1, labels == 0
     values = []
     for _ in range(rounds):
-        pick = rng.integers(0, len(members), len(members))
-        index = np.concatenate([members[i] for i in pick])
-        value = roc_auc(labels[index], scores[index])
-        if not np.isnan(value):
-            values.append(value)
+        drawn = np.bincount(rng.integers(0, count, count), minlength=count)
+        weight = drawn[group_of].astype(np.float64)
+        if unscored.any() and weight[unscored].any():
+            continue  # roc_auc of rows with a NaN score is NaN: such rounds are left out
+        positives, negatives = weight[positive].sum(), weight[negative].sum()
+        if positives == 0 or negatives == 0:
+            continue
+        negatives_at = np.bincount(level_of[negative], weights=weight[negative], minlength=len(levels))
+        below = np.cumsum(negatives_at) - negatives_at
+        at = level_of[positive]
+        u = float(np.dot(weight[positive], below[at] + 0.5 * negatives_at[at]))
+        values.append(u / (positives * negatives))
     if not values:
         return float("nan"), float("nan")
     low, high = np.percentile(values, [2.5, 97.5])

@@ -76,3 +76,37 @@ def test_video_level_is_the_mean_of_windows():
     assert scores.tolist() == pytest.approx([0.2, 0.7])
     with pytest.raises(ValueError, match="both labels"):
         video_scores(["a", "a"], [0, 1], [0.1, 0.2])
+
+
+def _bootstrap_by_rows(labels, scores, rounds, seed, groups=None):
+    """The bootstrap as resampled rows ranked each round: what bootstrap_auc's counts must reproduce."""
+    from avlips.model.metrics import roc_auc
+
+    labels, scores = np.asarray(labels).astype(int), np.asarray(scores, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    members = ([np.array([i]) for i in range(len(labels))] if groups is None
+               else [np.flatnonzero(np.asarray(groups) == g) for g in np.unique(groups)])
+    values = []
+    for _ in range(rounds):
+        index = np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
+        value = roc_auc(labels[index], scores[index])
+        if not np.isnan(value):
+            values.append(value)
+    return tuple(float(v) for v in np.percentile(values, [2.5, 97.5])) if values else (float("nan"),) * 2
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_bootstrap_interval_is_that_of_resampled_rows_to_the_bit(case):
+    from avlips.model.metrics import bootstrap_auc
+
+    rng = np.random.default_rng(case)
+    n = [7, 40, 120, 33, 60, 12][case]
+    labels = rng.integers(0, 2, n)
+    scores = np.round(rng.random(n), 1 if case % 2 else 6)  # coarse scores: many ties across the classes
+    if case == 4:
+        scores[3] = np.nan  # rounds that draw it are left out, as roc_auc's NaN is
+    groups = rng.integers(0, max(2, n // 5), n).astype(str) if case >= 2 else None
+    got = bootstrap_auc(labels, scores, rounds=300, seed=case, groups=groups)
+    expected = _bootstrap_by_rows(labels, scores, 300, case, groups)
+    assert np.array_equal(np.array(got), np.array(expected), equal_nan=True), (got, expected)
+    assert not np.isnan(got[0])
