@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 
@@ -21,6 +21,10 @@ from avlips.errors import AvlipsInputError
 from avlips.model.checkpoints import CheckpointError
 from avlips.model.loader import LoaderConfig, batch_inputs, make_loader
 from avlips.model.report import CLEAN, ScoredWindow, markdown, write_report
+
+if TYPE_CHECKING:  # imported where used: the perturb stage's module brings Beam
+    from avlips.model.shard_samples import ReadStats
+    from avlips.pipelines.perturb import PerturbConfig
 
 log = logging.getLogger("avlips.evaluate")
 
@@ -216,7 +220,7 @@ class _ScoreTable:
 
 
 def _score_shards_as_stored(table: _ScoreTable, sets: list, split: str, built: dict, chunk_size: int,
-                            read) -> None:
+                            read: ReadStats) -> None:
     """Score each shard set (clean, then each materialised cell) as its shards store it."""
     from avlips.model.shard_samples import iter_shard_samples
 
@@ -231,11 +235,26 @@ def _score_shards_as_stored(table: _ScoreTable, sets: list, split: str, built: d
         log.info("evaluate: %s level %d: %d windows", kind, level, table.windows(kind, level))
 
 
+def _perturb_stats(perturbed_dir: str) -> dict:
+    """The perturb stage's perturb_stats.json in the directory ({} when there is none)."""
+    path = os.path.join(perturbed_dir, "perturb_stats.json") if perturbed_dir else ""
+    if not path or not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            stats = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise EvaluateInputError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(stats, dict):
+        raise EvaluateInputError(f"{path}: expected a JSON object, got {type(stats).__name__}")
+    return stats
+
+
 @dataclass(frozen=True)
 class OnTheFly:
     """perturb.materialize false: the cells evaluate makes from the clean windows, with the perturb stage's code."""
 
-    config: object  # avlips.pipelines.perturb.PerturbConfig
+    config: PerturbConfig
     cells: tuple[tuple[str, int], ...]  # (type, level), in the report's order
 
 
@@ -249,18 +268,10 @@ def on_the_fly_cells(params: dict, perturbed_dir: str, split: str) -> OnTheFly |
         return None
     materialize = (params.get("perturb") or {}).get("materialize", True)
     if materialize is True:
-        stats_path = os.path.join(perturbed_dir, "perturb_stats.json")
-        stats = {}
-        if os.path.isfile(stats_path):
-            try:
-                with open(stats_path, encoding="utf-8") as handle:
-                    stats = json.load(handle)
-            except (OSError, ValueError) as exc:
-                raise EvaluateInputError(f"{stats_path}: unreadable ({type(exc).__name__}: {exc})") from exc
-        if isinstance(stats, dict) and stats.get("materialize") is False:
-            raise EvaluateInputError(f"{stats_path}: the perturb stage wrote no shards (perturb.materialize was "
-                                     f"false); set perturb.materialize: false to perturb on the fly, or rerun "
-                                     f"`avlips perturb`")
+        if _perturb_stats(perturbed_dir).get("materialize") is False:
+            raise EvaluateInputError(f"{os.path.join(perturbed_dir, 'perturb_stats.json')}: the perturb stage wrote "
+                                     f"no shards (perturb.materialize was false); set perturb.materialize: false to "
+                                     f"perturb on the fly, or rerun `avlips perturb`")
         return None
     from avlips.pipelines.perturb import PerturbConfig
 
@@ -272,7 +283,7 @@ def on_the_fly_cells(params: dict, perturbed_dir: str, split: str) -> OnTheFly |
 
 
 def _score_perturbing_on_the_fly(table: _ScoreTable, shards: list[str], plan: OnTheFly, built: dict,
-                                 chunk_size: int, read) -> int:
+                                 chunk_size: int, read: ReadStats) -> int:
     """One pass over the clean shards: each chunk of decoded windows is scored, then perturbed into every cell
     (perturb.perturb_sample: the bytes a materialised shard would hold, decoded as its reader would) and
     scored again. Returns how many perturbed windows failed to be made (each warned about)."""
@@ -382,7 +393,8 @@ def run_evaluate(model_path: str, clean_dir: str, perturbed_dir: str, reports_di
     else:
         _score_shards_as_stored(table, sets, split, built, chunk_size, read)
         perturbed = {"source": "materialised shards" if perturbed_dir else "none",
-                     "cells": sum(1 for kind, _, shards in sets if kind != CLEAN and shards), "failures": 0}
+                     "cells": sum(1 for kind, _, shards in sets if kind != CLEAN and shards),
+                     "failures": int(_perturb_stats(perturbed_dir).get("failures") or 0)}
     rows = table.rows()
     report = build_detectors_report(rows, int(settings.get("bootstrap_rounds", 1000)), int(params.get("seed", 0)))
     for name in names:
