@@ -90,6 +90,7 @@ class LipFDDetector(Detector):
     @torch.no_grad()
     def _flush(self, pending: list[tuple[str, np.ndarray | str]]) -> Iterator[WindowScore]:
         from avlips.model.composite_inputs import composite_inputs, fast_path_suits
+        from avlips.model.scoring import fake_probabilities
 
         loaded = self.loaded()
         composites = [item for _, item in pending if not isinstance(item, str)]
@@ -101,9 +102,7 @@ class LipFDDetector(Detector):
                 global_input, crops = self._fill_inputs(composites, config)
             else:
                 global_input, crops = composite_inputs(torch.from_numpy(np.stack(composites)), config, device=None)
-            global_input, crops = global_input.to(loaded.device), crops.to(loaded.device)
-            logits = loaded.model(global_input, crops).logit.float()
-            probabilities = torch.sigmoid(logits).cpu().tolist()
+            probabilities = fake_probabilities(loaded.model, global_input.to(loaded.device), crops.to(loaded.device))
         scores = iter(probabilities)
         for key, item in pending:
             if isinstance(item, str):

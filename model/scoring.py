@@ -1,8 +1,9 @@
-"""Scoring a LipFD model over shards: one loader pass, each window's probability of being a fake.
+"""Scoring a LipFD model: each window's probability of being a fake.
 
-Training's validation (`model.train.evaluate`) and the evaluate stage (`model.evaluate.score_shards`)
-both score through `score_windows`, so a model's validation numbers and its evaluation come from the
-same loop: the same loader order, the same inputs, the same sigmoid of the same logit.
+`fake_probabilities` is the one forward pass every scorer uses: training's validation and
+`model.evaluate.score_shards` through `score_windows` (one loader pass over shards), and the `lipfd`
+detector that evaluate and detect use on decoded windows (`model.lipfd_detector`). A model's
+validation numbers and its evaluation come from the same inputs and the same sigmoid of the same logit.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch import nn
 
 from .loader import LoaderConfig, batch_inputs, make_loader
 
-__all__ = ["WindowProbability", "score_windows"]
+__all__ = ["WindowProbability", "fake_probabilities", "score_windows"]
 
 
 class WindowProbability(NamedTuple):
@@ -25,6 +26,15 @@ class WindowProbability(NamedTuple):
     clip: str
     label: int  # 1 = fake
     probability: float  # the model's probability that the window is a fake
+
+
+@torch.no_grad()
+def fake_probabilities(model: nn.Module, global_input: torch.Tensor, crops: torch.Tensor,
+                       autocast: Any = None) -> list[float]:
+    """P(fake) of each window of a batch of network inputs (the model already in eval mode, on their device)."""
+    with autocast or nullcontext():
+        out = model(global_input, crops)
+    return torch.sigmoid(out.logit.float()).cpu().tolist()
 
 
 @torch.no_grad()
@@ -47,11 +57,9 @@ def score_windows(
     try:
         for batch in make_loader(shards, loader_config, rank=0, world_size=1):
             global_input, crops = batch_inputs(batch, loader_config, device)
-            with autocast or nullcontext():
-                out = model(global_input, crops)
+            probabilities = fake_probabilities(model, global_input, crops, autocast)
             if worker_stats is not None:
                 worker_stats[batch.worker] = batch.stats
-            probabilities = torch.sigmoid(out.logit.float()).cpu().tolist()
             for key, clip, label, probability in zip(batch.keys, batch.clips, batch.labels.tolist(), probabilities):
                 yield WindowProbability(key, clip, int(label), float(probability))
     finally:
