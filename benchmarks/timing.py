@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import resource
 import statistics
+import subprocess
 import time
 from typing import Callable
 
@@ -27,3 +28,13 @@ def median_ms(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
         wall.append(time.perf_counter() - start)
         cpu.append(cpu_seconds() - start_cpu)
     return statistics.median(wall) * 1000.0, statistics.median(cpu) * 1000.0
+
+
+def run_timed(command: list[str], cwd) -> tuple[subprocess.CompletedProcess, float, float, float]:
+    """Run a process to its end, output captured: (its result, wall seconds, user CPU s, system CPU s)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return done, wall, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime

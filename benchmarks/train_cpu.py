@@ -37,13 +37,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from timing import run_timed  # benchmarks/timing.py: this script's folder is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,16 +62,12 @@ def run_train(label: str, shards: str, steps: int, settings: list[str], out: Pat
                "-S", f"train.steps={steps}", "-S", f"train.checkpoint_every={steps}"]
     for setting in settings:
         command += ["-S", setting]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    done = subprocess.run(command, cwd=out, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done, wall, user, system = run_timed(command, out)
     if done.returncode != 0:
         raise SystemExit(f"{label}: avlips train failed ({done.returncode}):\n{done.stderr[-3000:]}")
     result = json.loads(metrics.read_text())
     samples = result["samples_per_s"] * result["seconds_training"]  # trained on (the loader reads ahead)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu = user + system
     return {"label": label, "samples_per_s": result["samples_per_s"], "cpu_ms_per_sample": 1000 * cpu / samples,
             "wall_s": wall, "load": os.getloadavg()[0]}
 
