@@ -11,9 +11,11 @@ those the run read and scored (report read.samples: clean plus perturbed); each 
     python benchmarks/evaluate_stage.py --root /path/to/built/clone [--out DIR] [--repeat 1]
                                         [--only materialised|on_the_fly] [-S KEY=VALUE ...]
 
-Prints each run with the load average around it (the machine may be shared: compare CPU-seconds), the
-windows per wall second and per CPU-second of each way and their ratio, and whether the two reports agree
-(every number of robustness.json but the line that says where the perturbed windows came from).
+Runs alternate between the ways (--repeat N: N of each). Prints each run with the load average around it,
+the median windows per wall second and per CPU-second of each way and their ratio, and whether the two
+reports agree (every number of robustness.json but the line that says where the perturbed windows came
+from). On a shared machine compare runs made at a similar load: a busy sibling hyperthread makes the same
+work cost up to twice the CPU-seconds.
 """
 from __future__ import annotations
 
@@ -92,26 +94,24 @@ def main() -> None:
             sys.exit(f"{args.root / needed}: missing (--root must be a project after `dvc repro`)")
     out = args.out or Path(tempfile.mkdtemp(prefix="evaluate_stage_"))
     extra = [x for o in args.overrides for x in ("-S", o)]
-    results: dict[str, dict] = {}
-    for way, flags in WAYS.items():
-        if args.only and way != args.only:
-            continue
-        runs = []
-        for attempt in range(args.repeat):
+    ways = [way for way in WAYS if not args.only or way == args.only]
+    runs: dict[str, list[dict]] = {way: [] for way in ways}
+    for attempt in range(args.repeat):
+        for way in ways:  # alternated, so that a change in the machine's load falls on both ways alike
             folder = out / f"{way}_{attempt}"
             load_before = os.getloadavg()[0]
             # One calibration file for all runs (each run fits it again): the reports name it.
-            command = evaluate_command(args.root, folder, args.params, out / "fused_calibration.json", flags + extra)
+            command = evaluate_command(args.root, folder, args.params, out / "fused_calibration.json",
+                                       WAYS[way] + extra)
             wall, user, system = timed(command)
             report = json.loads((folder / "robustness.json").read_text())
             windows = int(report["read"]["samples"])
-            runs.append({"wall": wall, "cpu": user + system, "windows": windows, "report": report})
+            runs[way].append({"wall": wall, "cpu": user + system, "windows": windows, "report": report})
             print(f"{way} run {attempt + 1}: {windows} windows in {wall:.1f} s wall, {user:.1f} user + {system:.1f} "
                   f"system CPU s ({windows / wall:.2f} windows/s, {windows / (user + system):.2f} per CPU-s); "
                   f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}", flush=True)
-        results[way] = {"wall": statistics.median(r["wall"] for r in runs),
-                        "cpu": statistics.median(r["cpu"] for r in runs),
-                        "windows": runs[0]["windows"], "report": runs[0]["report"]}
+    results = {way: {"wall": statistics.median(r["wall"] for r in done), "cpu": statistics.median(r["cpu"] for r in done),
+                     "windows": done[0]["windows"], "report": done[0]["report"]} for way, done in runs.items()}
     if len(results) < 2:
         return
     stored, fly = results["materialised"], results["on_the_fly"]
