@@ -22,13 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from timing import run_timed  # benchmarks/timing.py: this script's folder is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 WAYS = {"materialised": [], "on_the_fly": ["-S", "perturb.materialize=false"]}
@@ -46,14 +45,10 @@ def evaluate_command(root: Path, out: Path, params: Path, calibration: Path, ext
 
 def timed(command: list[str]) -> tuple[float, float, float]:
     """Run a process to its end: (wall seconds, user CPU seconds, system CPU seconds)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    wall = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    wall = time.perf_counter() - wall
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if result.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
-    return wall, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+    done, wall, user, system = run_timed(command, REPO)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return wall, user, system
 
 
 def comparable(report: dict) -> dict:
