@@ -7,6 +7,7 @@ by side (twice the input's width), muxed with the audio to
 """
 import argparse
 import os
+import shlex
 import subprocess
 import time
 
@@ -46,9 +47,9 @@ else:
     fps = capture.get(cv2.CAP_PROP_FPS)
     capture.release()
     if fps != 25:
-        # A shell string, as the real script builds it (a path with spaces breaks it there too).
-        subprocess.call(f"{sm.ffmpeg_exe()} -loglevel error -y -i {input_video_path} -r 25 {temp_dir}/temp_25fps.avi",
-                        shell=True)
+        # One string split on spaces, as the real script builds it for a shell: a path with spaces breaks it there too.
+        subprocess.call(shlex.split(f"{sm.ffmpeg_exe()} -loglevel error -y -i {input_video_path} -r 25 "
+                                    f"{temp_dir}/temp_25fps.avi"))
         input_video_path = "{}/temp_25fps.avi".format(temp_dir)
     frames, fps = sm.load_face(input_video_path)
     assert round(fps) == 25, fps

@@ -7,6 +7,7 @@ is wiped and gets video.mp4 and a 16 kHz audio.wav, muxed to --video_out_path wi
 """
 import argparse
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -52,9 +53,9 @@ sm.say(f"Initial seed: {args.seed}")
 if os.path.exists("temp"):
     shutil.rmtree("temp")
 os.makedirs("temp", exist_ok=True)
-# Shell strings, as the real read_video and final mux build them.
-subprocess.run(f"{sm.ffmpeg_exe()} -loglevel error -y -nostdin -i {args.video_path} -r 25 -crf 18 temp/video.mp4",
-               shell=True)
+# Command strings split on spaces, as the real read_video and final mux build them for a shell (no shell here).
+subprocess.run(shlex.split(f"{sm.ffmpeg_exe()} -loglevel error -y -nostdin -i {args.video_path} -r 25 -crf 18 "
+                           "temp/video.mp4"))
 time.sleep(0.4)  # face alignment happens here in the real script: a shared ./temp is rewritten meanwhile
 faces, _ = sm.load_face("temp/video.mp4")
 samples, rate = sm.read_wav(args.audio_path)
@@ -67,7 +68,7 @@ sm.encode(video, sm.talking(faces, samples, rate, 25.0), 25.0, misbehave=False)
 subprocess.check_call([sm.ffmpeg_exe(), "-y", "-loglevel", "error", "-i", args.audio_path, "-ar", "16000", audio])
 if not sm.skip_or_break(args.video_out_path):
     # The exit status of the final mux is not checked, as in the real pipeline.
-    subprocess.run(f"{sm.ffmpeg_exe()} -y -loglevel error -nostdin -i {video} -i {audio} -c:v libx264 -crf 18 "
-                   f"-c:a aac {args.video_out_path}", shell=True)
+    subprocess.run(shlex.split(f"{sm.ffmpeg_exe()} -y -loglevel error -nostdin -i {video} -i {audio} -c:v libx264 "
+                               f"-crf 18 -c:a aac {args.video_out_path}"))
     sm.say(f"Output video saved to {args.video_out_path}")
 sys.exit(0)
