@@ -110,13 +110,6 @@ def detect(video: str, audio: str | None = None, checkpoint: str | None = None,
     """
     if isinstance(detector, str):
         detector = build_detector(detector, params, checkpoint, batch_size)
-    if denoise is not None:
-        with tempfile.TemporaryDirectory(prefix="avlips-detect-") as scratch:
-            cleaned = denoised_audio(audio or video, denoise, scratch)
-            result = detect(video, cleaned or audio, checkpoint, window, centred, threshold, detector, batch_size,
-                            params, None)
-        result.audio, result.audio_denoised = audio or video, cleaned is not None
-        return result
     window = window or WindowConfig()
     if centred is None:
         # A face found in the frame means a wide shot: crop around it as compose does for such sources.
@@ -125,11 +118,13 @@ def detect(video: str, audio: str | None = None, checkpoint: str | None = None,
             raise NoFace(video, "no face found in the middle frame; pass --centred if the video is a face crop")
     keys = [f"detect_w{i:02d}" for i in range(window.n_windows)]
     samples, skipped = [], []
-    for item in iter_windows(video, audio or "", keys, window, centred, 0, {"clip": "detect"}):
-        if isinstance(item, WindowFailure):
-            skipped.append({"key": item.key, "error": type(item.error).__name__, "message": str(item.error)})
-        else:
-            samples.append(item)
+    with tempfile.TemporaryDirectory(prefix="avlips-detect-") as scratch:
+        cleaned = denoised_audio(audio or video, denoise, scratch) if denoise is not None else None
+        for item in iter_windows(video, cleaned or audio or "", keys, window, centred, 0, {"clip": "detect"}):
+            if isinstance(item, WindowFailure):
+                skipped.append({"key": item.key, "error": type(item.error).__name__, "message": str(item.error)})
+            else:
+                samples.append(item)
     if not samples:
         reasons = "; ".join(sorted({s["message"] for s in skipped})) or "no window"
         raise TooShort(video, f"no usable window ({reasons})")
@@ -155,7 +150,7 @@ def detect(video: str, audio: str | None = None, checkpoint: str | None = None,
 
     return Detection(video=video, audio=audio or video, probability=probability, verdict=verdict, threshold=threshold,
                      windows=windows, skipped=skipped, model=detector.readiness().reason, detector=detector.name,
-                     provenance=provenance, warnings=provenance_warnings(provenance))
+                     provenance=provenance, warnings=provenance_warnings(provenance), audio_denoised=cleaned is not None)
 
 
 def _cell(value, width: int, digits: int = 3) -> str:
