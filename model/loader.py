@@ -21,6 +21,8 @@ undecodable fields are skipped, warned about (naming shard and key) and counted.
 
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import logging
 import random
@@ -309,7 +311,11 @@ class LipFDStream(IterableDataset):
         perturb = None
         if cfg.perturb_probability > 0:
             # Imported only when enabled: the random mode is an optional, train-time dependency.
-            from avlips.perturbations.random_mode import random_window_perturbation as perturb
+            from avlips.perturbations.random_mode import random_window_perturbation
+
+            # An audio or call draw changes the window's audio context and recomputes its mel.
+            types = {"types": cfg.perturb_types} if cfg.perturb_types else {}
+            perturb = functools.partial(random_window_perturbation, **types)
         epoch, skip = self.start.get(worker, (0, 0))
         while True:
             consumed, batches = 0, 0
@@ -353,9 +359,7 @@ class LipFDStream(IterableDataset):
             if sample.frames.shape[0] != _FRAMES or sample.label not in (0, 1):
                 raise SampleError(f"{sample.frames.shape[0]} frames, label {sample.label}")
             if perturb is not None:
-                # The whole window: an audio or call draw changes its audio context and recomputes its mel.
-                types = {"types": self.config.perturb_types} if self.config.perturb_types else {}
-                sample, info = perturb(sample, self.config.perturb_probability, salt=epoch, **types)
+                sample, info = perturb(sample, self.config.perturb_probability, salt=epoch)
                 if info and (not isinstance(info, Mapping) or info.get("type", "none") != "none"):
                     stats.perturbed += 1
             composite = render_sample_fast(sample)
