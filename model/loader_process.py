@@ -59,10 +59,15 @@ class LoaderProcess:
         return self._resize_pools[threads]
 
     def crops_scratch(self, batch: int) -> np.ndarray:
-        """This thread's reused (batch, 15, 3, 224, 224) float32 buffer: full-size crops before they are shrunk."""
+        """This thread's reused (batch, 15, 3, 224, 224) float32 buffer: full-size crops before they are shrunk.
+
+        Its memory is channels-last (a transposed view of (batch, 15, 224, 224, 3)): torch's bilinear
+        downsampling reads such memory about ten times faster than planar memory, for the same values.
+        """
         buffer = getattr(self._scratch, "crops", None)
         if buffer is None or buffer.shape[0] < batch:
-            buffer = np.empty((batch, NUM_FRAMES * len(SCALE_BOXES), 3, CROP_SIZE, CROP_SIZE), np.float32)
+            memory = np.empty((batch, NUM_FRAMES * len(SCALE_BOXES), CROP_SIZE, CROP_SIZE, 3), np.float32)
+            buffer = memory.transpose(0, 1, 4, 2, 3)
             self._scratch.crops = buffer
         return buffer[:batch]
 

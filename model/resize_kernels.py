@@ -200,6 +200,8 @@ def warm_up() -> None:
     global_out = np.empty((3, GLOBAL_SIZE, GLOBAL_SIZE), np.float32)
     crops_out = np.empty((NUM_FRAMES * len(SCALE_BOXES), 3, CROP_SIZE, CROP_SIZE), np.float32)
     resize_composite(composite, lut, chan, global_out, crops_out, kernels, scratch_buffers())
-    # The loader's global view is a (3, H, W) view of channels-last memory: numba's strided variant, loaded too.
+    # The loader's global view and the crops scratch of small crop sizes are views of channels-last memory:
+    # numba's strided variants, loaded too.
     channels_last = np.empty((GLOBAL_SIZE, GLOBAL_SIZE, 3), np.float32).transpose(2, 0, 1)
-    kernels["u8"](composite, lut, chan, *resize_plan()["global"], channels_last, scratch_buffers()["global"])
+    crops_last = np.empty((NUM_FRAMES * len(SCALE_BOXES), CROP_SIZE, CROP_SIZE, 3), np.float32).transpose(0, 3, 1, 2)
+    resize_composite(composite, lut, chan, channels_last, crops_last, kernels, scratch_buffers())
