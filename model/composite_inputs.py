@@ -137,22 +137,28 @@ def fast_inputs(composites: Sequence[np.ndarray], config: LoaderConfig) -> tuple
     return torch.from_numpy(g), torch.from_numpy(c)
 
 
-def fill_fast(composites: Sequence[np.ndarray], config: LoaderConfig, g: np.ndarray, crops_out: np.ndarray) -> None:
+def fill_fast(composites: Sequence[np.ndarray], config: LoaderConfig, g: np.ndarray, crops_out: np.ndarray,
+              need_crops: Sequence[bool] | None = None) -> None:
     """Fill g (B, 3, 1120, 1120) and crops_out (B, 15, 3, c, c) float32 from uint8 composites with the numba kernels.
 
     g may have any strides (the loader's is a view of channels-last memory); the values are the same.
+    need_crops: which composites' crops to make (default all); crops_out then has one row per True, in order.
     """
     kernels = resize_kernels.compiled_kernels()
     assert kernels is not None
     lut, chan = resize_kernels.channel_table(config.input_mode)
     b = len(composites)
+    need = [True] * b if need_crops is None else [bool(n) for n in need_crops]
+    row_of = {k: row for row, k in enumerate(k for k in range(b) if need[k])}
     full_size = config.crop_size == CROP_SIZE
-    c = crops_out if full_size else this_process.crops_scratch(b)  # 224-pixel crops, shrunk by torch afterwards
+    # 224-pixel crops, shrunk by torch afterwards
+    c = crops_out if full_size else this_process.crops_scratch(max(1, len(row_of)))[:len(row_of)]
 
     def run(samples: range) -> None:
         scratch = resize_kernels.scratch_buffers()
         for k in samples:
-            resize_kernels.resize_composite(np.ascontiguousarray(composites[k]), lut, chan, g[k], c[k], kernels,
+            crops = c[row_of[k]] if k in row_of else None
+            resize_kernels.resize_composite(np.ascontiguousarray(composites[k]), lut, chan, g[k], crops, kernels,
                                             scratch)
 
     # The kernels release the GIL: as many threads as torch may use here (1 in a DataLoader worker).
@@ -161,5 +167,5 @@ def fill_fast(composites: Sequence[np.ndarray], config: LoaderConfig, g: np.ndar
         list(this_process.resize_pool(threads).map(run, [range(i, b, threads) for i in range(threads)]))
     else:
         run(range(b))
-    if not full_size:
+    if not full_size and row_of:
         crops_out[...] = shrink_crops(torch.from_numpy(c), config).numpy()

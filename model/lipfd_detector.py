@@ -7,6 +7,11 @@ the numba kernels on the CPU, then moved to the model's device), and batches are
 samples in the order given, so scores equal those of scoring the shards through the loader. As in the
 loader, the network inputs are written into buffers kept from batch to batch: fresh ones (about 15 MB
 a window) cost more in page faults than the resizes that fill them.
+
+The crops' backbone features depend only on the composite's frame part, which an audio perturbation
+leaves as it was: they are kept by that part's content (model/feature_cache.py), so the audio cells of an
+evaluation run only the global view (the mel strip changed) and the head. The forward pass is the
+model's own, in its two halves.
 """
 from __future__ import annotations
 
@@ -16,11 +21,14 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
+from avlips.media.render import STRIP_HEIGHT
 from avlips.media.sample import WindowSample
 from avlips.model.detectors import FRAMES, MEL, Detector, DetectorError, Readiness, WindowScore
+from avlips.model.feature_cache import FeatureCache, content_key
 from avlips.params import default_param
 
 LIPFD_FRAMES = 5  # the composite holds five frames
+FRAME_PART = np.s_[STRIP_HEIGHT:]  # the composite's rows the crops are cut from (the mel strip is above)
 
 
 class LipFDDetector(Detector):
@@ -32,14 +40,17 @@ class LipFDDetector(Detector):
     trainable = True  # `avlips train`
 
     def __init__(self, model: str = default_param("detectors.lipfd.model"), device: str = "auto",
-                 batch_size: int = 16) -> None:
+                 batch_size: int = 16, feature_cache_mb: int = 256) -> None:
         if int(batch_size) < 1:
             raise DetectorError(f"detectors.lipfd.batch_size must be >= 1, got {batch_size}")
+        if isinstance(feature_cache_mb, bool) or not isinstance(feature_cache_mb, int) or feature_cache_mb < 0:
+            raise DetectorError(f"detectors.lipfd.feature_cache_mb must be an integer >= 0, got {feature_cache_mb!r}")
         self.weights_path = str(model)
         self.device = str(device)
         self.batch_size = int(batch_size)
         self._loaded = None
         self._inputs: tuple[np.ndarray, np.ndarray] | None = None  # (global, crops) buffers, reused per batch
+        self.crop_features = FeatureCache(feature_cache_mb << 20)
 
     def loaded(self):
         """The loaded model (model.evaluate.Detector), loaded on first use."""
@@ -90,19 +101,33 @@ class LipFDDetector(Detector):
     @torch.no_grad()
     def _flush(self, pending: list[tuple[str, np.ndarray | str]]) -> Iterator[WindowScore]:
         from avlips.model.composite_inputs import composite_inputs, fast_path_suits
-        from avlips.model.scoring import fake_probabilities
+        from avlips.model.scoring import probabilities_of
 
         loaded = self.loaded()
         composites = [item for _, item in pending if not isinstance(item, str)]
         probabilities: list[float] = []
         if composites:
             config = loaded.loader_config(self.batch_size)
+            context = (config.crop_size, config.input_mode)
+            keys = [content_key(c[FRAME_PART], context=context) for c in composites]
+            known = [self.crop_features.get(key) for key in keys]
+            need = [feats is None for feats in known]
             # Resized on the CPU as the loader's collate does, whatever the model's device.
             if fast_path_suits(composites, None):
-                global_input, crops = self._fill_inputs(composites, config)
+                global_input, crops = self._fill_inputs(composites, config, need)
             else:
                 global_input, crops = composite_inputs(torch.from_numpy(np.stack(composites)), config, device=None)
-            probabilities = fake_probabilities(loaded.model, global_input.to(loaded.device), crops.to(loaded.device))
+                crops = crops[torch.tensor(need)]
+            model = loaded.model
+            global_feat = model.encode_global(global_input.to(loaded.device))
+            made = iter(model.crop_features(crops.to(loaded.device)) if any(need) else ())
+            feats = []
+            for key, cached in zip(keys, known):
+                if cached is None:
+                    cached = next(made).clone()  # its own memory: the batch's features are not kept alive
+                    self.crop_features.put(key, cached)
+                feats.append(cached)
+            probabilities = probabilities_of(model.head(torch.stack(feats), global_feat))
         scores = iter(probabilities)
         for key, item in pending:
             if isinstance(item, str):
@@ -110,8 +135,10 @@ class LipFDDetector(Detector):
             else:
                 yield WindowScore(key, float(next(scores)))
 
-    def _fill_inputs(self, composites: list[np.ndarray], config) -> tuple[torch.Tensor, torch.Tensor]:
-        """The numba kernels' inputs of the composites, in this detector's buffers (valid until the next batch)."""
+    def _fill_inputs(self, composites: list[np.ndarray], config,
+                     need_crops: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The numba kernels' inputs of the composites, in this detector's buffers (valid until the next batch):
+        the global view of each, the crops of those in `need_crops`."""
         from avlips.model.composite_inputs import fill_fast
         from avlips.model.inputs import GLOBAL_SIZE, NUM_FRAMES, SCALE_BOXES
 
@@ -120,6 +147,6 @@ class LipFDDetector(Detector):
             rows = max(b, self.batch_size)
             self._inputs = (np.empty((rows, 3, GLOBAL_SIZE, GLOBAL_SIZE), np.float32),
                             np.empty((rows, *crops_shape), np.float32))
-        global_input, crops = self._inputs[0][:b], self._inputs[1][:b]
-        fill_fast(composites, config, global_input, crops)
+        global_input, crops = self._inputs[0][:b], self._inputs[1][:sum(need_crops)]
+        fill_fast(composites, config, global_input, crops, need_crops)
         return torch.from_numpy(global_input), torch.from_numpy(crops)

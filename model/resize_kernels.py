@@ -171,10 +171,14 @@ def channel_table(input_mode: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def resize_composite(composite: np.ndarray, lut: np.ndarray, chan: np.ndarray, global_out: np.ndarray,
-                     crops_out: np.ndarray, kernels: dict[str, Any], scratch: dict[str, np.ndarray]) -> None:
-    """Fill global_out (3, 1120, 1120) and crops_out (15, 3, 224, 224) from one uint8 composite (1000, 2500, 3)."""
+                     crops_out: np.ndarray | None, kernels: dict[str, Any], scratch: dict[str, np.ndarray]) -> None:
+    """Fill global_out (3, 1120, 1120) and crops_out (15, 3, 224, 224) from one uint8 composite (1000, 2500, 3).
+
+    crops_out None: the global view only (the caller has the crops' features already)."""
     plan = resize_plan()
     kernels["u8"](composite, lut, chan, *plan["global"], global_out, scratch["global"])
+    if crops_out is None:
+        return
     ys = plan["frame_rows"]
     for i, xs in enumerate(plan["frame_cols"]):
         whole = crops_out[i * 3]  # scale 1.0: the frame resized to 224

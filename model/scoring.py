@@ -16,7 +16,7 @@ from torch import nn
 
 from .loader import LoaderConfig, batch_inputs, make_loader
 
-__all__ = ["WindowProbability", "fake_probabilities", "score_windows"]
+__all__ = ["WindowProbability", "fake_probabilities", "probabilities_of", "score_windows"]
 
 
 class WindowProbability(NamedTuple):
@@ -34,7 +34,12 @@ def fake_probabilities(model: nn.Module, global_input: torch.Tensor, crops: torc
     """P(fake) of each window of a batch of network inputs (the model already in eval mode, on their device)."""
     with autocast or nullcontext():
         out = model(global_input, crops)
-    return torch.sigmoid(out.logit.float()).cpu().tolist()
+    return probabilities_of(out)
+
+
+def probabilities_of(output: Any) -> list[float]:
+    """P(fake) per window of a LipFD output (its logit's sigmoid, in float32)."""
+    return torch.sigmoid(output.logit.float()).cpu().tolist()
 
 
 @torch.no_grad()

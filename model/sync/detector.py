@@ -13,16 +13,15 @@ probability 0.5 where offset 0 is no closer than the median offset).
 """
 from __future__ import annotations
 
-import hashlib
 import os
-from collections import OrderedDict
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import numpy as np
 import torch
 
 from avlips.media.sample import WindowSample
 from avlips.model.detectors import AUDIO, FRAMES, Detector, DetectorError, Readiness, WindowScore
+from avlips.model.feature_cache import FeatureCache, content_key
 from avlips.model.sync.curve import Calibration, curves_from_embeddings, embed_chunks
 from avlips.model.sync.frontend import WindowInputs, window_inputs
 from avlips.model.sync.weights import LoadedExpert, load_expert
@@ -34,14 +33,31 @@ NO_SPEECH = "no speech"
 NO_ALIGNED_AUDIO = "no audio at offset 0"
 DEFAULT_OFFSETS = 15             # +-0.6 s at 25 fps, as LSE searches
 DEFAULT_MIN_SPEECH_DBFS = -45.0  # a window quieter than this has no speech to sync with
-AUDIO_CACHE_WINDOWS = 4096       # windows whose audio embeddings are kept (about 2 MB per 1000 at 128-d)
 
 
 def _audio_key(sample: WindowSample, offsets: int) -> tuple:
     """What a window's audio embeddings depend on: its samples, their placement, the fps and the offsets."""
     placement = (sample.meta or {}).get("audio") or {}
-    digest = hashlib.blake2b(np.ascontiguousarray(sample.audio).tobytes(), digest_size=16).hexdigest()
-    return (digest, int(placement.get("window_start", 0)), float((sample.meta or {}).get("fps") or 25.0), offsets)
+    return content_key(np.asarray(sample.audio), context=(
+        int(placement.get("window_start", 0)), float((sample.meta or {}).get("fps") or 25.0), offsets))
+
+
+def _face_key(sample: WindowSample, face_size: int) -> tuple:
+    """What a window's lip embedding depends on: its frames, how they were cropped and the expert's face size."""
+    meta = sample.meta or {}
+    return content_key(np.asarray(sample.frames), context=(str(meta.get("crop", "full")),
+                                                           float(meta.get("crop_scale") or 0.0), face_size))
+
+
+class _Pending(NamedTuple):
+    """A window waiting for its batch: its expert inputs and, when cached, the embeddings they would give."""
+
+    key: str
+    inputs: WindowInputs
+    audio_key: tuple
+    audio: torch.Tensor | None  # (K, D) at each offset, or None: to embed from inputs.chunks
+    face_key: tuple
+    face: torch.Tensor | None   # (D,), or None: to embed from inputs.faces
 
 
 class SyncDetector(Detector):
@@ -55,18 +71,23 @@ class SyncDetector(Detector):
     def __init__(self, model: str = default_param("detectors.sync.model"), expert_weights: str = "",
                  offsets: int | None = None,
                  min_speech_dbfs: float | None = None, batch_size: int = 32, device: str = "cpu",
-                 **training: Any) -> None:
+                 feature_cache_mb: int = 64, **training: Any) -> None:
         # offsets / min_speech_dbfs left out: those the expert was trained and calibrated with (else 15, -45).
         # Other keys (params.yaml `sync:` training settings: steps, lr, ...) are kept for train().
         self.model_path = model or ""
         self.expert_weights = expert_weights or ""
         self._offsets = offsets
         self._min_speech_dbfs = min_speech_dbfs
-        self.batch_size = max(1, min(int(batch_size), AUDIO_CACHE_WINDOWS // 2))
+        if isinstance(feature_cache_mb, bool) or not isinstance(feature_cache_mb, int) or feature_cache_mb < 0:
+            raise DetectorError(f"detectors.sync.feature_cache_mb must be an integer >= 0, got {feature_cache_mb!r}")
+        self.batch_size = max(1, int(batch_size))
         self.device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
         self.training = training
         self._expert: LoadedExpert | None = None
-        self._audio_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()  # audio key -> (K, D) embeddings
+        # A window's perturbed copies share its audio (video types) or its frames (audio types): the
+        # untouched half's embeddings are looked up by content (model/feature_cache.py), not made again.
+        self._audio_cache = FeatureCache((feature_cache_mb << 20) // 2)  # audio key -> (K, D) embeddings at each offset
+        self._face_cache = FeatureCache((feature_cache_mb << 20) // 2)  # face key -> (D,) lip embedding
 
     # ------------------------------------------------------------------ weights
 
@@ -90,6 +111,7 @@ class SyncDetector(Detector):
             self._expert = load_expert(path)
             self._expert.model.to(self.device).eval()
             self._audio_cache.clear()
+            self._face_cache.clear()
         return self._expert
 
     def _trained_with(self, key: str, given: Any, default: Any) -> Any:
@@ -139,40 +161,47 @@ class SyncDetector(Detector):
         expert = self.expert()
         face_size, offsets = expert.model.config.face_size, self.offsets
         calibration = self.calibration()
-        pending: list[tuple[str, WindowInputs, tuple]] = []
+        pending: list[_Pending] = []
         for sample in samples:
             self.check_fields(sample)
-            key = _audio_key(sample, offsets)
-            # A window's perturbed copies share its audio: their chunks are embedded once.
-            inputs = window_inputs(sample, offsets, face_size, with_chunks=key not in self._audio_cache)
-            pending.append((sample.key, inputs, key))
+            audio_key, face_key = _audio_key(sample, offsets), _face_key(sample, face_size)
+            # Held from here on: evicting them later in the batch cannot leave a window without its inputs.
+            audio, face = self._audio_cache.get(audio_key), self._face_cache.get(face_key)
+            inputs = window_inputs(sample, offsets, face_size, with_chunks=audio is None, with_faces=face is None)
+            pending.append(_Pending(sample.key, inputs, audio_key, audio, face_key, face))
             if len(pending) >= self.batch_size:
                 yield from self._score_batch(pending, expert, calibration)
                 pending = []
         if pending:
             yield from self._score_batch(pending, expert, calibration)
 
-    def _score_batch(self, batch: list[tuple[str, WindowInputs, tuple]], expert: LoadedExpert,
+    def _score_batch(self, batch: list[_Pending], expert: LoadedExpert,
                      calibration: Calibration) -> Iterator[WindowScore]:
         """Scores in input order: abstentions for silent windows or those without aligned audio."""
         threshold = self.min_speech_dbfs
-        scorable = [i for i, (_, inputs, _) in enumerate(batch)
-                    if inputs.speech_dbfs >= threshold and (inputs.offsets == 0).any()]
-        for i in scorable:  # most recent first: inserting this batch's new keys never evicts its cached ones
-            if batch[i][2] in self._audio_cache:
-                self._audio_cache.move_to_end(batch[i][2])
-        missing = [i for i in scorable if batch[i][2] not in self._audio_cache]
-        for i, embedded in zip(missing, embed_chunks(expert.model, [batch[i][1].chunks for i in missing], self.device)):
-            self._remember(batch[i][2], embedded)
-        audio = [self._audio_cache[batch[i][2]] for i in scorable]
+        scorable = [i for i, item in enumerate(batch)
+                    if item.inputs.speech_dbfs >= threshold and (item.inputs.offsets == 0).any()]
         curves = []
         if scorable:
-            with torch.no_grad():
-                faces = expert.model.eval().embed_faces(
-                    torch.from_numpy(np.stack([batch[i][1].faces for i in scorable])).to(self.device))
-            curves = curves_from_embeddings(faces, audio, [batch[i][1].offsets for i in scorable])
+            model = expert.model.eval()
+            audio = [batch[i].audio for i in scorable]
+            faces = [batch[i].face for i in scorable]
+            missing = [n for n, i in enumerate(scorable) if audio[n] is None]
+            made = embed_chunks(model, [batch[scorable[n]].inputs.chunks for n in missing], self.device)
+            for n, embedded in zip(missing, made):
+                audio[n] = embedded.clone()  # its own memory: the batch's tensor is not kept alive by the cache
+                self._audio_cache.put(batch[scorable[n]].audio_key, audio[n])
+            missing = [n for n, i in enumerate(scorable) if faces[n] is None]
+            if missing:
+                with torch.no_grad():
+                    made = model.embed_faces(torch.from_numpy(
+                        np.stack([batch[scorable[n]].inputs.faces for n in missing])).to(self.device))
+                for n, embedded in zip(missing, made):
+                    faces[n] = embedded.clone()
+                    self._face_cache.put(batch[scorable[n]].face_key, faces[n])
+            curves = curves_from_embeddings(torch.stack(faces), audio, [batch[i].inputs.offsets for i in scorable])
         by_index = dict(zip(scorable, curves))
-        for index, (key, inputs, _) in enumerate(batch):
+        for index, (key, inputs, *_) in enumerate(batch):
             details = {"offsets_available": int(len(inputs.offsets)), "offsets_wanted": inputs.offsets_wanted,
                        "speech_dbfs": round(float(inputs.speech_dbfs), 2)}
             curve = by_index.get(index)
@@ -184,12 +213,6 @@ class SyncDetector(Detector):
                            dist_at_0=round(curve.dist_at_0, 6), min_distance=round(curve.min_distance, 6),
                            sync_margin=round(curve.sync_margin, 6))
             yield WindowScore(key, calibration.probability(curve.sync_margin), "", details)
-
-    def _remember(self, key: tuple, embedded: torch.Tensor) -> None:
-        self._audio_cache[key] = embedded
-        self._audio_cache.move_to_end(key)
-        while len(self._audio_cache) > AUDIO_CACHE_WINDOWS:
-            self._audio_cache.popitem(last=False)
 
     # ------------------------------------------------------------------ training
 
@@ -203,4 +226,5 @@ class SyncDetector(Detector):
         summary = train_sync(train_shards, val_shards, self.model_path, SyncTrainConfig.from_params(block, seed=seed))
         self._expert = None
         self._audio_cache.clear()
+        self._face_cache.clear()
         return summary

@@ -107,10 +107,11 @@ def speech_dbfs(audio: np.ndarray) -> float:
 
 
 def window_inputs(sample: WindowSample, max_offset: int = 15, face_size: int = FACE_SIZE,
-                  with_chunks: bool = True) -> WindowInputs:
+                  with_chunks: bool = True, with_faces: bool = True) -> WindowInputs:
     """The expert's inputs for a decoded window; a window without audio or too few frames is a DetectorError.
 
-    with_chunks=False skips the mel (chunks is then empty) for a caller that has the audio's embeddings.
+    with_chunks=False skips the mel (chunks is then empty) for a caller that has the audio's embeddings;
+    with_faces=False skips the face crops (faces is then empty) for one that has the lips' embedding.
     """
     meta = sample.meta or {}
     if sample.audio is None:
@@ -127,7 +128,8 @@ def window_inputs(sample: WindowSample, max_offset: int = 15, face_size: int = F
     span = int(placement.get("window_samples", audio.size - start))
     fps = float(meta.get("fps") or 25.0)
     crop_scale = float(meta.get("crop_scale") or DEFAULT_CROP_SCALE)
-    faces = lower_faces(sample.frames[:FRAMES], str(meta.get("crop", "full")), crop_scale, face_size)
+    faces = lower_faces(sample.frames[:FRAMES], str(meta.get("crop", "full")), crop_scale, face_size) if with_faces \
+        else np.zeros((0, face_size // 2, face_size), np.float32)
     too_short = audio.size <= N_FFT // 2  # no STFT frame, so no chunk
     columns = 0 if too_short else 1 + audio.size // HOP_SIZE  # melspectrogram's column count
     if with_chunks and not too_short:
