@@ -222,6 +222,7 @@ class _ScoreTable:
 def _score_shards_as_stored(table: _ScoreTable, sets: list, split: str, built: dict, chunk_size: int,
                             read: ReadStats) -> None:
     """Score each shard set (clean, then each materialised cell) as its shards store it."""
+    from avlips.model.prefetch import prefetch
     from avlips.model.shard_samples import iter_shard_samples
 
     for kind, level, shards in sets:
@@ -229,7 +230,7 @@ def _score_shards_as_stored(table: _ScoreTable, sets: list, split: str, built: d
             log.warning("evaluate: no %s shards for %s level %d, skipped", split, kind, level)
             continue
         position = 0
-        for chunk in _chunks(iter_shard_samples(shards, read), chunk_size):
+        for chunk in _chunks(prefetch(iter_shard_samples(shards, read), chunk_size), chunk_size):
             table.score(kind, level, chunk, built, [(position + i,) for i in range(len(chunk))])
             position += len(chunk)
         log.info("evaluate: %s level %d: %d windows", kind, level, table.windows(kind, level))
@@ -287,6 +288,7 @@ def _score_perturbing_on_the_fly(table: _ScoreTable, shards: list[str], plan: On
     """One pass over the clean shards: each chunk of decoded windows is scored, then perturbed into every cell
     (perturb.perturb_sample: the bytes a materialised shard would hold, decoded as its reader would) and
     scored again. Returns how many perturbed windows failed to be made (each warned about)."""
+    from avlips.model.prefetch import prefetch
     from avlips.model.shard_samples import ShardSample, decode_window, iter_shard_samples
     from avlips.pipelines.perturb import perturb_sample
 
@@ -294,7 +296,7 @@ def _score_perturbing_on_the_fly(table: _ScoreTable, shards: list[str], plan: On
     for kind, level in plan.cells:
         levels_of.setdefault(kind, []).append(level)
     failures = position = 0
-    for chunk in _chunks(iter_shard_samples(shards, read, keep_members=True), chunk_size):
+    for chunk in _chunks(prefetch(iter_shard_samples(shards, read, keep_members=True), chunk_size), chunk_size):
         table.score(CLEAN, 0, chunk, built, [(position + i,) for i in range(len(chunk))])
         position += len(chunk)
         for kind, levels in levels_of.items():
