@@ -145,7 +145,9 @@ class LipFDDetector(Detector):
         b, crops_shape = len(composites), (NUM_FRAMES * len(SCALE_BOXES), 3, config.crop_size, config.crop_size)
         if self._inputs is None or len(self._inputs[0]) < b or self._inputs[1].shape[1:] != crops_shape:
             rows = max(b, self.batch_size)
-            self._inputs = (np.empty((rows, 3, GLOBAL_SIZE, GLOBAL_SIZE), np.float32),
+            # The global view in channels-last memory, as the training loader hands it over: conv1 runs
+            # about 40% faster on it (model/loader.py).
+            self._inputs = (np.empty((rows, GLOBAL_SIZE, GLOBAL_SIZE, 3), np.float32).transpose(0, 3, 1, 2),
                             np.empty((rows, *crops_shape), np.float32))
         global_input, crops = self._inputs[0][:b], self._inputs[1][:sum(need_crops)]
         fill_fast(composites, config, global_input, crops, need_crops)
