@@ -285,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     key_flag(quality, "--audio", "sync_quality.audio", "denoised audio manifest ('' to keep each clip's own audio)")
     key_flag(quality, "--fakes", "sync_quality.fakes", "fakes manifest ('' for real clips only)")
     key_flag(quality, "--out", "sync_quality.out", "the parquet file to write")
+    key_flag(quality, "--dropped", "sync_quality.dropped", "the drop list to write (fakes below synthesize.min_sync_confidence)")
     key_flag(quality, "--expert", "sync_quality.expert", "expert weights (default: sync.model, else sync.expert_weights)")
     quality.set_defaults(handler=cmd_sync_quality)
 

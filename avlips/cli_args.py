@@ -14,7 +14,7 @@ from typing import Any, Callable
 from avlips.params import ParamsError, load_params, param, require
 
 # The train block's keys that are the stage's paths, not training settings (TrainConfig).
-TRAIN_PATH_KEYS = ("train_shards", "val_shards", "model", "metrics")
+TRAIN_PATH_KEYS = ("train_shards", "val_shards", "model", "metrics", "exclude_videos")
 
 
 def add_params_arguments(parser: argparse.ArgumentParser, subcommand: bool = True) -> None:
@@ -84,6 +84,7 @@ class TrainInputs:
     metrics: str | None
     checkpoint_dir: str | None
     resume: str | None
+    exclude_videos: str = ""  # a drop list (pipelines/dropped_videos.py): those videos' windows are left out
 
 
 def train_inputs(args: argparse.Namespace, params: dict) -> TrainInputs:
@@ -97,7 +98,8 @@ def train_inputs(args: argparse.Namespace, params: dict) -> TrainInputs:
                        val_shards=param(params, "train.val_shards") or None,
                        model=require(params, "train.model", "--model"),
                        metrics=param(params, "train.metrics") or None,
-                       checkpoint_dir=args.checkpoint_dir, resume=args.resume)
+                       checkpoint_dir=args.checkpoint_dir, resume=args.resume,
+                       exclude_videos=param(params, "train.exclude_videos") or "")
 
 
 __all__ = ["ParamsError", "TRAIN_PATH_KEYS", "TrainInputs", "add_params_arguments", "add_train_arguments",

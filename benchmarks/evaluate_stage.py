@@ -1,15 +1,19 @@
-"""The whole evaluate stage as a user runs it, both ways: reading materialised perturbed shards, and perturbing
-the clean test windows on the fly (`perturb.materialize: false`).
+"""The whole evaluate stage as a user runs it: against the code the speed-up issue started from, and reading
+materialised perturbed shards against perturbing the clean test windows on the fly (`perturb.materialize: false`).
 
 Inputs: a built project (`--root`, for example a fresh clone after `dvc repro`): its data/shards/clean, its
 data/shards/perturbed (materialised) and its models/lipfd.pt and models/sync_expert.pt. Each run is
-`python -m avlips evaluate` with those paths and the detectors of params.yaml, writing its report and the
-fused calibration under `--out` (nothing is written under --root). CPU-seconds are user + system time of
-the process (resource.getrusage(RUSAGE_CHILDREN) around it), wall from process start to exit. Windows are
-those the run read and scored (report read.samples: clean plus perturbed); each detector scores each once.
+`python -m avlips evaluate` with those paths, writing its report and the fused calibration under `--out`
+(nothing is written under --root). CPU-seconds are user + system time of the process
+(resource.getrusage(RUSAGE_CHILDREN) around it), wall from process start to exit. Windows are those the
+run read and scored (report read.samples: clean plus perturbed); each detector scores each once.
 
-    python benchmarks/evaluate_stage.py --root /path/to/built/clone [--out DIR] [--repeat 1]
-                                        [--only materialised|on_the_fly] [-S KEY=VALUE ...]
+    python benchmarks/evaluate_stage.py --root /path/to/built/clone [--baseline CHECKOUT] [--out DIR]
+                                        [--repeat 1] [--only materialised|on_the_fly] [-S KEY=VALUE ...]
+
+--baseline: a checkout of the code before the speed-up (`git worktree add /tmp/base a9f6094`), whose
+evaluate scored LipFD alone. It runs on the same shards and checkpoint beside ours with
+`evaluate.detectors: [lipfd]` (the like-for-like ratio), and its clean-set numbers are checked equal to ours.
 
 Runs alternate between the ways (--repeat N: N of each). Prints each run with the load average around it,
 the median windows per wall second and per CPU-second of each way and their ratio, and whether the two
@@ -43,9 +47,16 @@ def evaluate_command(root: Path, out: Path, params: Path, calibration: Path, ext
             "-S", f"detectors.fused.calibration={calibration}", *extra]
 
 
-def timed(command: list[str]) -> tuple[float, float, float]:
+def baseline_command(checkout: Path, root: Path, out: Path) -> list[str]:
+    """The baseline's evaluate (LipFD only, its own params.yaml) on the root's shards and checkpoint."""
+    shards = root / "data" / "shards"
+    return [sys.executable, "-m", "avlips", "evaluate", "--model", str(root / "models" / "lipfd.pt"),
+            "--clean", str(shards / "clean"), "--perturbed", str(shards / "perturbed"), "--out", str(out)]
+
+
+def timed(command: list[str], cwd: Path = REPO) -> tuple[float, float, float]:
     """Run a process to its end: (wall seconds, user CPU seconds, system CPU seconds)."""
-    done, wall, user, system = run_timed(command, REPO)
+    done, wall, user, system = run_timed(command, cwd)
     if done.returncode != 0:
         sys.exit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return wall, user, system
@@ -81,6 +92,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="reports go here (default: a temporary folder)")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--only", choices=sorted(WAYS), default=None)
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="a checkout of the code before the speed-up (e.g. a9f6094): run beside ours, LipFD only")
     parser.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="passed to both runs (e.g. -S evaluate.bootstrap_rounds=200)")
     args = parser.parse_args()
@@ -105,6 +118,8 @@ def main() -> None:
             print(f"{way} run {attempt + 1}: {windows} windows in {wall:.1f} s wall, {user:.1f} user + {system:.1f} "
                   f"system CPU s ({windows / wall:.2f} windows/s, {windows / (user + system):.2f} per CPU-s); "
                   f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}", flush=True)
+    if args.baseline:
+        compare_with_baseline(args, out, extra)
     results = {way: {"wall": statistics.median(r["wall"] for r in done), "cpu": statistics.median(r["cpu"] for r in done),
                      "windows": done[0]["windows"], "report": done[0]["report"]} for way, done in runs.items()}
     if len(results) < 2:
@@ -119,6 +134,37 @@ def main() -> None:
         f"reports differ by at most {difference:.3g} (at {where})" if difference != float("inf")
         else f"reports differ in structure or text at {where}")
     print(f"{verdict}; reports under {out}")
+
+
+def compare_with_baseline(args: argparse.Namespace, out: Path, extra: list[str]) -> None:
+    """Baseline and ours with LipFD alone, alternated, on the same shards: windows per second and the ratio."""
+    runs: dict[str, list[tuple[float, float, int]]] = {"baseline": [], "ours (lipfd only)": []}
+    for attempt in range(args.repeat):
+        for name in runs:
+            folder = out / f"{name.split()[0]}_lipfd_{attempt}"
+            load_before = os.getloadavg()[0]
+            if name == "baseline":
+                # The checkout as working directory: `python -m avlips` imports its code, not ours.
+                wall, user, system = timed(baseline_command(args.baseline, args.root, folder), cwd=args.baseline)
+            else:
+                wall, user, system = timed(evaluate_command(args.root, folder, args.params, out / "fused_lipfd.json",
+                                                            ["-S", "evaluate.detectors=[lipfd]", *extra]))
+            report = json.loads((folder / "robustness.json").read_text())
+            windows = int(report.get("windows") or report["read"]["samples"])
+            runs[name].append((wall, user + system, windows, report))
+            print(f"{name} run {attempt + 1}: {windows} windows in {wall:.1f} s wall, {user + system:.1f} CPU s "
+                  f"({windows / wall:.2f} windows/s); load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}",
+                  flush=True)
+    (base_wall, base_cpu), (our_wall, our_cpu) = [
+        (statistics.median(r[0] for r in done), statistics.median(r[1] for r in done)) for done in runs.values()]
+    windows = runs["baseline"][0][2]
+    print(f"LipFD only, windows per wall second: baseline {windows / base_wall:.2f}, ours {windows / our_wall:.2f} "
+          f"(ratio {base_wall / our_wall:.2f}); per CPU-second: baseline {windows / base_cpu:.2f}, ours "
+          f"{windows / our_cpu:.2f} (ratio {base_cpu / our_cpu:.2f})")
+    base_clean, our_clean = runs["baseline"][0][3]["clean"], runs["ours (lipfd only)"][0][3]["clean"]
+    difference, where = largest_difference(base_clean, our_clean)
+    print("clean-set numbers: " + ("the same as the baseline's" if difference == 0 else
+                                   f"differ from the baseline's by {difference:.3g} at {where}"), flush=True)
 
 
 if __name__ == "__main__":

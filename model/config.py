@@ -44,6 +44,9 @@ class TrainConfig:
     perturb_types: tuple[str, ...] = ()  # what it draws from (perturbations.ALL_TYPES); empty: the six video types
     resize_on: str = "auto"  # auto: on the device for CUDA, in the collate on CPU
     val_batch_size: int = 16
+    # Videos left out of training and validation (train.exclude_videos' list: the fakes that
+    # synthesize.min_sync_confidence drops); recorded in the checkpoint with the other settings.
+    exclude_clips: tuple[str, ...] = ()
     # run
     device: str = "auto"  # auto: cuda if available
     amp: str = "auto"  # auto: bf16 autocast on CUDA, none on CPU; "bf16" or "none" to force
@@ -82,6 +85,7 @@ class TrainConfig:
         out = asdict(self)
         out["betas"] = list(self.betas)
         out["perturb_types"] = list(self.perturb_types)
+        out["exclude_clips"] = list(self.exclude_clips)
         return out
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -96,7 +100,8 @@ class TrainConfig:
     def loader_config(self, device_type: str, train: bool = True) -> LoaderConfig:
         """The loader's config for training (shuffled, endless) or validation (one ordered pass)."""
         resize_on = self.resize_on if self.resize_on != "auto" else ("device" if device_type == "cuda" else "collate")
-        common = dict(input_mode=self.input_mode, crop_size=self.crop_size, resize_on=resize_on, seed=self.seed)
+        common = dict(input_mode=self.input_mode, crop_size=self.crop_size, resize_on=resize_on, seed=self.seed,
+                      exclude_clips=tuple(self.exclude_clips))
         if train:
             return LoaderConfig(batch_size=self.batch_size, shuffle=True, shuffle_buffer=self.shuffle_buffer,
                                 shuffle_initial=min(self.shuffle_buffer, max(1, self.shuffle_buffer // 4)),

@@ -220,7 +220,7 @@ class _ScoreTable:
 
 
 def _score_shards_as_stored(table: _ScoreTable, sets: list, split: str, built: dict, chunk_size: int,
-                            read: ReadStats) -> None:
+                            read: ReadStats, exclude: frozenset[str] = frozenset()) -> None:
     """Score each shard set (clean, then each materialised cell) as its shards store it."""
     from avlips.model.prefetch import prefetch
     from avlips.model.shard_samples import iter_shard_samples
@@ -230,7 +230,7 @@ def _score_shards_as_stored(table: _ScoreTable, sets: list, split: str, built: d
             log.warning("evaluate: no %s shards for %s level %d, skipped", split, kind, level)
             continue
         position = 0
-        for chunk in _chunks(prefetch(iter_shard_samples(shards, read), chunk_size), chunk_size):
+        for chunk in _chunks(prefetch(iter_shard_samples(shards, read, exclude_clips=exclude), chunk_size), chunk_size):
             table.score(kind, level, chunk, built, [(position + i,) for i in range(len(chunk))])
             position += len(chunk)
         log.info("evaluate: %s level %d: %d windows", kind, level, table.windows(kind, level))
@@ -284,7 +284,7 @@ def on_the_fly_cells(params: dict, perturbed_dir: str, split: str) -> OnTheFly |
 
 
 def _score_perturbing_on_the_fly(table: _ScoreTable, shards: list[str], plan: OnTheFly, built: dict,
-                                 chunk_size: int, read: ReadStats) -> int:
+                                 chunk_size: int, read: ReadStats, exclude: frozenset[str] = frozenset()) -> int:
     """One pass over the clean shards: each chunk of decoded windows is scored, then perturbed into every cell
     (perturb.perturb_sample: the bytes a materialised shard would hold, decoded as its reader would) and
     scored again. Returns how many perturbed windows failed to be made (each warned about)."""
@@ -296,7 +296,8 @@ def _score_perturbing_on_the_fly(table: _ScoreTable, shards: list[str], plan: On
     for kind, level in plan.cells:
         levels_of.setdefault(kind, []).append(level)
     failures = position = 0
-    for chunk in _chunks(prefetch(iter_shard_samples(shards, read, keep_members=True), chunk_size), chunk_size):
+    windows = iter_shard_samples(shards, read, keep_members=True, exclude_clips=exclude)
+    for chunk in _chunks(prefetch(windows, chunk_size), chunk_size):
         table.score(CLEAN, 0, chunk, built, [(position + i,) for i in range(len(chunk))])
         position += len(chunk)
         for kind, levels in levels_of.items():
@@ -372,6 +373,7 @@ def run_evaluate(model_path: str, clean_dir: str, perturbed_dir: str, reports_di
     """
     from avlips.model.report import build_detectors_report
     from avlips.model.shard_samples import ReadStats
+    from avlips.pipelines.dropped_videos import read_dropped
     from avlips.model.worker_memory import tune_allocator
 
     settings = params.get("evaluate", {}) or {}
@@ -388,12 +390,14 @@ def run_evaluate(model_path: str, clean_dir: str, perturbed_dir: str, reports_di
     table = _ScoreTable(names, _generators_by_clip(clean_dir))
     chunk_size = _chunk_size(d for d in built.values() if not hasattr(d, "combine"))
     read = ReadStats()
+    exclude_file = str(settings.get("exclude_videos") or "")
+    exclude = frozenset(read_dropped(exclude_file, "evaluate.exclude_videos"))
     if plan:
-        perturb_failures = _score_perturbing_on_the_fly(table, sets[0][2], plan, built, chunk_size, read)
+        perturb_failures = _score_perturbing_on_the_fly(table, sets[0][2], plan, built, chunk_size, read, exclude)
         perturbed = {"source": "perturbed on the fly from the clean shards (perturb.materialize false)",
                      "cells": len(plan.cells), "failures": perturb_failures}
     else:
-        _score_shards_as_stored(table, sets, split, built, chunk_size, read)
+        _score_shards_as_stored(table, sets, split, built, chunk_size, read, exclude)
         perturbed = {"source": "materialised shards" if perturbed_dir else "none",
                      "cells": sum(1 for kind, _, shards in sets if kind != CLEAN and shards),
                      "failures": int(_perturb_stats(perturbed_dir).get("failures") or 0)}
@@ -411,6 +415,8 @@ def run_evaluate(model_path: str, clean_dir: str, perturbed_dir: str, reports_di
             report["model"] = model
     report["read"] = {"samples": read.samples, "skipped_samples": read.skipped_samples, "bad_shards": read.bad_shards,
                       "perturbed": perturbed}
+    if exclude:  # fakes synthesize.min_sync_confidence dropped: named, and their windows counted
+        report["read"]["excluded"] = {"list": exclude_file, "videos": len(exclude), "windows": read.excluded_samples}
     write_report(report, reports_dir)
     log.info("evaluate done: %d windows x %d detector(s) in %.1fs", len(next(iter(rows.values()))), len(names),
              time.time() - started)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 
 import hashlib
+import json
 import logging
 import random
 from dataclasses import asdict, dataclass, field, fields
@@ -86,6 +87,8 @@ class LoaderConfig:
     drop_last: bool = True  # full batches only (training); the last partial batch of a pass is kept otherwise
     seed: int = 0
     prefetch_factor: int = 2
+    # Windows of these videos (meta "clip") are left out and counted: the fakes synthesize.min_sync_confidence drops.
+    exclude_clips: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.input_mode not in INPUT_MODES:
@@ -118,6 +121,7 @@ class LoaderStats:
     shard_errors: int = 0  # shards that could not be opened or read to the end
     perturbed: int = 0
     shared_buffers: int = 0  # batch buffers a worker keeps (reused once the trainer drops a batch)
+    excluded: int = 0  # windows of videos in LoaderConfig.exclude_clips, left out on purpose
     errors: list[str] = field(default_factory=list)  # the latest warning messages
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,6 +138,7 @@ class LoaderStats:
             total.shard_errors += int(part["shard_errors"])
             total.perturbed += int(part["perturbed"])
             total.shared_buffers += int(part.get("shared_buffers", 0))
+            total.excluded += int(part.get("excluded", 0))
             total.errors = (total.errors + list(part["errors"]))[-_MAX_ERRORS_KEPT:]
         return total
 
@@ -252,6 +257,7 @@ class LipFDStream(IterableDataset):
         super().__init__()
         self.urls = expand_shards(shards)
         self.config = config or LoaderConfig()
+        self._excluded = frozenset(self.config.exclude_clips)
         found_rank, found_world = distributed_rank_world()
         self.rank = found_rank if rank is None else rank
         self.world_size = found_world if world_size is None else world_size
@@ -355,6 +361,9 @@ class LipFDStream(IterableDataset):
             missing += [f"f{i}" for i in range(_FRAMES) if f"f{i}.jpg" not in members and f"f{i}.png" not in members]
             if missing:
                 raise SampleError(f"missing field(s) {missing}")
+            if self._excluded and str(json.loads(members["json"]).get("clip", "")) in self._excluded:
+                stats.excluded += 1  # before its frames are decoded
+                return None
             sample = WindowSample.decode(key, members)
             if sample.frames.shape[0] != _FRAMES or sample.label not in (0, 1):
                 raise SampleError(f"{sample.frames.shape[0]} frames, label {sample.label}")

@@ -10,6 +10,7 @@ audio type reuses the clean frames' bytes, as the perturb stage stores them.
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -29,6 +30,7 @@ class ReadStats:
     samples: int = 0
     skipped_samples: int = 0
     bad_shards: list[str] = field(default_factory=list)
+    excluded_samples: int = 0  # windows of videos the pass was told to leave out
 
 
 @dataclass(frozen=True)
@@ -51,9 +53,14 @@ def decode_window(key: str, members: dict[str, bytes]) -> WindowSample:
     return sample
 
 
+def _clip_of(members: dict[str, bytes]) -> str:
+    return str(json.loads(members["json"]).get("clip", ""))
+
+
 def iter_shard_samples(shards: str | Sequence[str], stats: ReadStats | None = None,
-                       keep_members: bool = False) -> Iterator[ShardSample]:
-    """Every readable sample of the shards (paths, URLs, brace notation), in order."""
+                       keep_members: bool = False, exclude_clips: frozenset[str] = frozenset()
+                       ) -> Iterator[ShardSample]:
+    """Every readable sample of the shards (paths, URLs, brace notation), in order, but those of `exclude_clips`."""
     from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 
     from avlips.model.loader import expand_shards
@@ -66,6 +73,9 @@ def iter_shard_samples(shards: str | Sequence[str], stats: ReadStats | None = No
         key, url = str(raw.get("__key__")), str(raw.get("__url__"))
         members = {k: v for k, v in raw.items() if not k.startswith("__")}
         try:
+            if exclude_clips and _clip_of(members) in exclude_clips:
+                stats.excluded_samples += 1  # left out on purpose, before its frames are decoded
+                continue
             sample = decode_window(key, members)
         except Exception as exc:  # one bad sample must not end the pass
             log.warning("skipped sample %r of shard %s: %s: %s", key, url, type(exc).__name__, exc)

@@ -531,9 +531,12 @@ def expand_shard_pattern(pattern: str | Sequence[str] | None) -> str | list[str]
 
 def train_from_inputs(inputs: Any) -> dict[str, Any]:
     """Train as a command line says (avlips.cli_args.TrainInputs): `avlips train` and this module's main alike."""
-    return train(TrainConfig.from_dict(inputs.settings), expand_shard_pattern(inputs.train_shards),
-                 expand_shard_pattern(inputs.val_shards), inputs.model, inputs.metrics, inputs.checkpoint_dir,
-                 inputs.resume)
+    from avlips.pipelines.dropped_videos import read_dropped
+
+    train_shards, val_shards = expand_shard_pattern(inputs.train_shards), expand_shard_pattern(inputs.val_shards)
+    settings = {**inputs.settings, "exclude_clips": list(read_dropped(inputs.exclude_videos, "train.exclude_videos"))}
+    return train(TrainConfig.from_dict(settings), train_shards, val_shards, inputs.model, inputs.metrics,
+                 inputs.checkpoint_dir, inputs.resume)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,8 @@ scores only what changed and an interrupted run keeps what it scored.
 `synthesize.min_sync_confidence` (off by default) is applied here, where the expert exists: the
 expert is trained on the shards compose makes from the fakes, so synthesize and compose run before
 it. A fake scored below it, or not scored at all, gets `kept = false` and a reason; the card
-reports those per generator.
+reports those per generator, and the fakes not kept are listed in `sync_quality.dropped`
+(pipelines/dropped_videos.py), which training and evaluation read to leave their windows out.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ import pyarrow.parquet as pq
 from avlips.config import config_from_dict
 from avlips.errors import AvlipsInputError
 from avlips.params import param
+from avlips.pipelines.dropped_videos import write_dropped
 from avlips.pipelines.sync_quality_table import LEFT_OUT, SCORE_COLUMNS, write_rows
 
 STAGE = "sync_quality"
@@ -56,6 +58,7 @@ class SyncQualityConfig:
     audio: str = "data/audio/audio.parquet"    # denoised speech per clip; "" pairs each video with its own track
     fakes: str = "data/fakes/fakes.parquet"    # "" or absent: real clips only
     out: str = "data/sync_quality.parquet"
+    dropped: str = "data/sync_dropped.json"    # the fakes min_sync_confidence does not keep (train and evaluate skip them)
     expert: str = ""                           # "": sync.model when it exists, else sync.expert_weights
     offsets: int = 15                          # searched either side of 0, in frames
     threads: int = 1                           # torch threads (0: torch's default)
@@ -268,6 +271,7 @@ def run_sync_quality(params: Mapping[str, Any]) -> dict:
                      reused, time.time() - started)
     final = list(rows.values())
     write_rows(config.out, final, metadata)
+    write_dropped(config.dropped, final, threshold)
     failed = [r for r in final if r["error"]]
     left_out = sum(1 for r in failed if r["error"] == LEFT_OUT)  # failures of earlier stages, not ours
     stats = {"videos": len(final), "scored": len(final) - len(failed), "failures": len(failed), "left_out": left_out,

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["corpus", "denoise", "synthesize", "compose", "perturb", "train", "train_sync", "sync_quality", "card",
+STAGES = ["corpus", "denoise", "synthesize", "compose", "perturb", "train_sync", "sync_quality", "train", "card",
           "evaluate"]
 
 

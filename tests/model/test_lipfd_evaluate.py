@@ -67,6 +67,23 @@ def test_evaluate_writes_the_report(built):
     assert (root / "reports" / "plots" / "auc_by_level.png").exists()
 
 
+def test_evaluate_leaves_out_the_videos_of_the_drop_list(tmp_path, built):
+    from avlips.model.evaluate import run_evaluate
+
+    root, _ = built
+    dropped = tmp_path / "sync_dropped.json"
+    dropped.write_text(json.dumps({"min_sync_confidence": 0.5, "dropped": [
+        {"video_id": "c2", "generator": "audio_swap", "reason": "LSE-C 0.1 is below 0.5"}]}))
+    report = run_evaluate(str(root / "model.pt"), str(root / "clean"), str(root / "perturbed"), str(tmp_path / "r"),
+                          {"evaluate": {"bootstrap_rounds": 20, "device": "cpu", "exclude_videos": str(dropped)}})
+    samples = pd.read_parquet(root / "clean" / "samples.parquet")
+    test = samples[samples.split == "test"]
+    kept, left_out = int((test["clip"] != "c2").sum()), int((test["clip"] == "c2").sum())
+    assert left_out > 0 and report["windows"] == 3 * kept  # clean + two blur levels
+    assert report["read"]["excluded"] == {"list": str(dropped), "videos": 1, "windows": 3 * left_out}
+    assert report["clean"]["video"]["n"] == 3 and list(report["per_generator"]) == ["audio_swap"]
+
+
 def test_evaluate_without_shards_is_a_clear_error(tmp_path, built):
     from avlips.model.evaluate import EvaluateInputError, run_evaluate
 

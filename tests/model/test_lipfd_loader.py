@@ -17,7 +17,7 @@ from avlips.media.sample import WindowSample
 from avlips.model.composite_inputs import fast_path_available
 from avlips.model.inputs import prepare_inputs
 from avlips.model.loader_process import this_process
-from avlips.model.loader import LipFDStream, LoaderConfig, batch_inputs, composite_inputs, expand_shards, make_loader
+from avlips.model.loader import LipFDStream, LoaderConfig, LoaderStats, batch_inputs, composite_inputs, expand_shards, make_loader
 
 # The CPU fast path (numba kernels of torch's bilinear formula) against torch itself: torch's own CPU
 # results move by up to ~5e-5 (0..255 scale) between 1 and 2 threads, so "equal" means within these.
@@ -363,3 +363,13 @@ def test_spawned_workers_where_there_is_no_forkserver_give_the_same_batches(tmp_
     for batch in kept:
         assert torch.equal(batch.global_input, expected[batch.keys[0]].global_input)
         assert torch.equal(batch.crops, expected[batch.keys[0]].crops)
+
+
+def test_windows_of_dropped_videos_are_left_out_and_counted(shards):
+    stream = LipFDStream(str(shards / "train-{000000..000003}.tar"),
+                         _one_pass(crop_size=32, exclude_clips=("s1c0", "s3c2", "not-in-these-shards")))
+    keys = _keys(stream)
+    assert len(keys) == 10 and "s1c0_w00" not in keys and "s3c2_w00" not in keys
+    assert (stream.stats.excluded, stream.stats.skipped_samples, stream.stats.samples) == (2, 0, 10)
+    merged = LoaderStats.merge([stream.stats.to_dict(), stream.stats.to_dict()])
+    assert merged.excluded == 4

@@ -1,6 +1,7 @@
 """The sync_quality stage: every real clip and every fake scored by the expert, a broken video a row with its reason."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ from avlips.cli import main
 from avlips.model.sync.network import SyncNet, SyncNetConfig
 from avlips.model.sync.weights import save_expert
 from avlips.params import ParamsError, package_defaults
+from avlips.pipelines.dropped_videos import DroppedVideosError, read_dropped
 from avlips.pipelines.sync_quality import (SyncQualityConfig, SyncQualityInputError, min_sync_confidence,
                                            run_sync_quality, videos_to_score)
 from avlips.pipelines.sync_quality_table import SCHEMA, read_metadata
@@ -45,7 +47,8 @@ def _params(root: Path, clips: list[dict], fakes: list[dict], expert: Path | str
     pd.DataFrame(fakes).to_parquet(root / "fakes.parquet")
     params = package_defaults()
     params["sync_quality"].update(clips=str(root / "clips.parquet"), fakes=str(root / "fakes.parquet"), audio=audio,
-                                  out=str(root / "sync_quality.parquet"), checkpoint_every=1)
+                                  out=str(root / "sync_quality.parquet"), dropped=str(root / "sync_dropped.json"),
+                                  checkpoint_every=1)
     params["sync"].update(model=str(expert), expert_weights="")
     params["synthesize"]["min_sync_confidence"] = threshold
     return params
@@ -78,6 +81,8 @@ def test_real_and_fake_scored_a_broken_video_is_a_row_and_a_rerun_reuses(tmp_pat
     assert rows["fake-1"]["error"] and str(broken) in rows["fake-1"]["reason"] and pd.isna(rows["fake-1"]["lse_c"])
     assert rows["fake-2"]["error"] == "LeftOutByCompose" and "gone" in rows["fake-2"]["reason"]
     assert read_metadata(str(tmp_path / "sync_quality.parquet"))["offsets"] == 15
+    off = (tmp_path / "sync_dropped.json").read_bytes()
+    assert json.loads(off) == {"min_sync_confidence": None, "dropped": []}  # the same bytes while the threshold is off
 
     # A threshold just above fake-0's LSE-C: it is not kept, nor is the broken fake; nothing is scored again.
     params["synthesize"]["min_sync_confidence"] = float(rows["fake-0"]["lse_c"]) + 1e-6
@@ -87,6 +92,14 @@ def test_real_and_fake_scored_a_broken_video_is_a_row_and_a_rerun_reuses(tmp_pat
     assert not later["fake-0"]["kept"] and "below synthesize.min_sync_confidence" in later["fake-0"]["reason"]
     assert later["fake-0"]["lse_c"] == rows["fake-0"]["lse_c"]
     assert later["real-0"]["kept"] and later["real-1"]["kept"] and not later["fake-1"]["kept"]
+    # The drop list train and evaluate read: every fake not kept, with the reason.
+    dropped = json.loads((tmp_path / "sync_dropped.json").read_text())["dropped"]
+    assert [d["video_id"] for d in dropped] == ["fake-0", "fake-1", "fake-2"]
+    assert "below synthesize.min_sync_confidence" in dropped[0]["reason"]
+    assert read_dropped(str(tmp_path / "sync_dropped.json"), "train.exclude_videos") == ("fake-0", "fake-1", "fake-2")
+    params["synthesize"]["min_sync_confidence"] = None
+    run_sync_quality(params)
+    assert (tmp_path / "sync_dropped.json").read_bytes() == off
 
 
 def test_no_expert_is_one_line_naming_the_file(tmp_path, capsys):
@@ -95,11 +108,12 @@ def test_no_expert_is_one_line_naming_the_file(tmp_path, capsys):
         run_sync_quality(params)
     (tmp_path / "cut.pt").write_bytes(b"PK\x03\x04 cut short")
     argv = ["sync-quality", "--clips", params["sync_quality"]["clips"], "--fakes", "",
-            "--out", str(tmp_path / "q.parquet"), "--expert", str(tmp_path / "cut.pt")]
+            "--out", str(tmp_path / "q.parquet"), "--dropped", str(tmp_path / "d.json"),
+            "--expert", str(tmp_path / "cut.pt")]
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cut.pt" in err and "Traceback" not in err
-    assert not (tmp_path / "q.parquet").exists()
+    assert not (tmp_path / "q.parquet").exists() and not (tmp_path / "d.json").exists()
 
 
 def test_videos_get_the_audio_and_face_handling_compose_gives_them(tmp_path):
@@ -140,3 +154,12 @@ def test_params_blocks():
         SyncQualityConfig.from_params({"sync_quality": {"offset": 3}})
     assert {"video_id", "kind", "generator", "split", "lse_c", "lse_d", "best_offset", "windows",
             "offsets_available", "error", "reason", "kept"} <= set(SCHEMA.names)
+
+
+def test_a_drop_list_that_is_not_one_is_an_error_naming_the_file(tmp_path):
+    assert read_dropped("", "evaluate.exclude_videos") == ()
+    assert read_dropped(str(tmp_path / "none.json"), "evaluate.exclude_videos") == ()  # not made yet: nothing dropped
+    bad = tmp_path / "sync_dropped.json"
+    bad.write_text('{"dropped": [{"id": "x"}]}')
+    with pytest.raises(DroppedVideosError, match=r"sync_dropped.json \(train.exclude_videos\)"):
+        read_dropped(str(bad), "train.exclude_videos")
