@@ -13,7 +13,8 @@ run read and scored (report read.samples: clean plus perturbed); each detector s
 
 --baseline: a checkout of the code before the speed-up (`git worktree add /tmp/base a9f6094`), whose
 evaluate scored LipFD alone. It runs on the same shards and checkpoint beside ours with
-`evaluate.detectors: [lipfd]` (the like-for-like ratio), and its clean-set numbers are checked equal to ours.
+`evaluate.detectors: [lipfd]` (the like-for-like ratio), and its clean-set numbers are checked equal to ours
+(the baseline has no drop list: compare on a build whose data/sync_dropped.json names no video).
 
 Runs alternate between the ways (--repeat N: N of each). Prints each run with the load average around it,
 the median windows per wall second and per CPU-second of each way and their ratio, and whether the two
@@ -44,7 +45,8 @@ def evaluate_command(root: Path, out: Path, params: Path, calibration: Path, ext
             "--model", str(root / "models" / "lipfd.pt"),
             "-S", f"detectors.sync.model={root / 'models' / 'sync_expert.pt'}",
             "-S", f"detectors.fused.val_shards={shards / 'clean' / 'val-*.tar'}",
-            "-S", f"detectors.fused.calibration={calibration}", *extra]
+            "-S", f"detectors.fused.calibration={calibration}",
+            "-S", f"evaluate.exclude_videos={root / 'data' / 'sync_dropped.json'}", *extra]
 
 
 def baseline_command(checkout: Path, root: Path, out: Path) -> list[str]:
