@@ -166,14 +166,15 @@ def _score_chunk(chunk, built: dict, names: list[str]) -> dict[str, list]:
     return {name: results[name] for name in names}
 
 
-def _chunks(stream, size: int):
-    """The stream in lists of `size` (the last one shorter)."""
+def _chunks(stream, size: int, group=lambda item: item.shard):
+    """The stream in lists of at most `size` items of one group (a shard): a batch never mixes two shards, so a
+    materialised evaluation and one perturbing on the fly batch the same windows together."""
     chunk: list = []
     for item in stream:
-        chunk.append(item)
-        if len(chunk) == size:
+        if chunk and (len(chunk) == size or group(item) != group(chunk[-1])):
             yield chunk
             chunk = []
+        chunk.append(item)
     if chunk:
         yield chunk
 
@@ -219,21 +220,40 @@ class _ScoreTable:
         return out
 
 
+def _interleaved(sets: list, read: ReadStats, exclude: frozenset[str]):
+    """(set index, ShardSample) of every set, shard by shard: each clean shard, then the same shard of every
+    perturbed cell. A window's perturbed copies are then read while its clean features are still in the
+    detectors' caches, whatever the size of the test split; within a set the order is the stored one."""
+    from avlips.model.shard_samples import iter_shard_samples
+
+    names = sorted({os.path.basename(path) for _, _, shards in sets for path in shards})
+    by_name = [{os.path.basename(path): path for path in shards} for _, _, shards in sets]
+    for name in names:
+        for index, paths in enumerate(by_name):
+            if name in paths:
+                for item in iter_shard_samples([paths[name]], read, exclude_clips=exclude):
+                    yield index, item
+
+
 def _score_shards_as_stored(table: _ScoreTable, sets: list, split: str, built: dict, chunk_size: int,
                             read: ReadStats, exclude: frozenset[str] = frozenset()) -> None:
     """Score each shard set (clean, then each materialised cell) as its shards store it."""
     from avlips.model.prefetch import prefetch
-    from avlips.model.shard_samples import iter_shard_samples
 
     for kind, level, shards in sets:
         if not shards:
             log.warning("evaluate: no %s shards for %s level %d, skipped", split, kind, level)
-            continue
-        position = 0
-        for chunk in _chunks(prefetch(iter_shard_samples(shards, read, exclude_clips=exclude), chunk_size), chunk_size):
-            table.score(kind, level, chunk, built, [(position + i,) for i in range(len(chunk))])
-            position += len(chunk)
-        log.info("evaluate: %s level %d: %d windows", kind, level, table.windows(kind, level))
+    positions = [0] * len(sets)  # each set's stream position: the order its cell's rows are reported in
+    stream = prefetch(_interleaved(sets, read, exclude), chunk_size)
+    for chunk in _chunks(stream, chunk_size, group=lambda entry: (entry[0], entry[1].shard)):
+        index = chunk[0][0]
+        kind, level, _ = sets[index]
+        table.score(kind, level, [item for _, item in chunk], built,
+                    [(positions[index] + i,) for i in range(len(chunk))])
+        positions[index] += len(chunk)
+    for kind, level, shards in sets:
+        if shards:
+            log.info("evaluate: %s level %d: %d windows", kind, level, table.windows(kind, level))
 
 
 def _perturb_stats(perturbed_dir: str) -> dict:

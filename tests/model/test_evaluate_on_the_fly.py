@@ -151,3 +151,29 @@ def test_a_window_the_perturbation_refuses_is_counted_not_scored(monkeypatch, tm
     windows = len(samples)  # clean, two blur levels, two mp3 levels without the window that has no audio
     assert on_the_fly["windows"] == reports[True]["windows"] == windows + 2 * windows + 2 * (windows - 1)
     assert on_the_fly["perturbations"] == reports[True]["perturbations"]
+
+
+def test_materialised_cells_are_read_shard_by_shard_after_their_clean_shard(tmp_path):
+    """Each clean shard, then the same shard of every cell: a window's copies come while its features are cached."""
+    from avlips.model.evaluate import _chunks, _interleaved
+    from avlips.model.shard_samples import ReadStats
+    from tests.model.test_detectors import _sample, _write_shard
+
+    def shards(folder: str, names: dict[str, list[str]]) -> list[str]:
+        (tmp_path / folder).mkdir()
+        return [_write_shard(tmp_path / folder / name, [_sample(key) for key in keys]) for name, keys in names.items()]
+
+    sets = [("none", 0, shards("clean", {"test-000000.tar": ["a_w00", "a_w01", "b_w00"], "test-000001.tar": ["c_w00"]})),
+            ("blur", 1, shards("blur1", {"test-000000.tar": ["a_w00_blur1", "b_w00_blur1"],
+                                         "test-000001.tar": ["c_w00_blur1"]})),
+            ("opus", 1, shards("opus1", {"test-000001.tar": ["c_w00_opus1"]}))]
+    read = ReadStats()
+    order = [(index, item.sample.key) for index, item in _interleaved(sets, read, frozenset({"b"}))]
+    assert order == [(0, "a_w00"), (0, "a_w01"), (1, "a_w00_blur1"), (0, "c_w00"), (1, "c_w00_blur1"),
+                     (2, "c_w00_opus1")]
+    assert (read.samples, read.excluded_samples) == (6, 2)
+    # Batches never mix shards or sets.
+    batches = list(_chunks(iter(_interleaved(sets, ReadStats(), frozenset())), 2,
+                           group=lambda entry: (entry[0], entry[1].shard)))
+    assert [[key for _, item in batch for key in [item.sample.key]] for batch in batches] == [
+        ["a_w00", "a_w01"], ["b_w00"], ["a_w00_blur1", "b_w00_blur1"], ["c_w00"], ["c_w00_blur1"], ["c_w00_opus1"]]
