@@ -10,7 +10,9 @@ import argparse
 import glob
 import os
 import pickle
+import shlex
 import shutil
+import subprocess
 import time
 
 import cv2
@@ -53,7 +55,9 @@ def main(args):
 
             save_dir_full = os.path.join(temp_dir, input_basename)
             os.makedirs(save_dir_full, exist_ok=True)
-            os.system(f"{sm.ffmpeg_exe()} -v fatal -i {video_path} -start_number 0 {save_dir_full}/%08d.png")
+            # The real script runs this string through a shell; split the same way here, without one.
+            subprocess.call(shlex.split(f"{sm.ffmpeg_exe()} -v fatal -i {video_path} -start_number 0 "
+                                        f"{save_dir_full}/%08d.png"))
             input_img_list = sorted(glob.glob(os.path.join(save_dir_full, "*.[jpJP][pnPN]*[gG]")))
             capture = cv2.VideoCapture(video_path)
             fps = capture.get(cv2.CAP_PROP_FPS)
