@@ -152,7 +152,7 @@ def fill_fast(composites: Sequence[np.ndarray], config: LoaderConfig, g: np.ndar
     row_of = {k: row for row, k in enumerate(k for k in range(b) if need[k])}
     full_size = config.crop_size == CROP_SIZE
     # 224-pixel crops, shrunk by torch afterwards
-    c = crops_out if full_size else this_process.crops_scratch(max(1, len(row_of)))[:len(row_of)]
+    c = crops_out if full_size else this_process.crops_scratch(len(row_of))
 
     def run(samples: range) -> None:
         scratch = resize_kernels.scratch_buffers()

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import xxhash
 
-__all__ = ["FeatureCache", "content_key"]
+__all__ = ["FeatureCache", "content_key", "cache_from_setting"]
 
 
 def content_key(*arrays: np.ndarray, context: tuple = ()) -> tuple:
@@ -25,6 +25,15 @@ def content_key(*arrays: np.ndarray, context: tuple = ()) -> tuple:
         digest.update(f"{array.dtype.str}{array.shape}".encode())
         digest.update(array)
     return (digest.digest(), *context)
+
+
+def cache_from_setting(megabytes: object, setting: str) -> "FeatureCache":
+    """A cache of `megabytes` (a detector's `feature_cache_mb`); anything but an integer >= 0 is a DetectorError."""
+    from avlips.model.detectors import DetectorError
+
+    if isinstance(megabytes, bool) or not isinstance(megabytes, int) or megabytes < 0:
+        raise DetectorError(f"{setting} must be an integer >= 0, got {megabytes!r}")
+    return FeatureCache(megabytes << 20)
 
 
 class FeatureCache:

@@ -24,7 +24,7 @@ import torch
 from avlips.media.render import STRIP_HEIGHT
 from avlips.media.sample import WindowSample
 from avlips.model.detectors import FRAMES, MEL, Detector, DetectorError, Readiness, WindowScore
-from avlips.model.feature_cache import FeatureCache, content_key
+from avlips.model.feature_cache import cache_from_setting, content_key
 from avlips.params import default_param
 
 LIPFD_FRAMES = 5  # the composite holds five frames
@@ -43,14 +43,12 @@ class LipFDDetector(Detector):
                  batch_size: int = 16, feature_cache_mb: int = 256) -> None:
         if int(batch_size) < 1:
             raise DetectorError(f"detectors.lipfd.batch_size must be >= 1, got {batch_size}")
-        if isinstance(feature_cache_mb, bool) or not isinstance(feature_cache_mb, int) or feature_cache_mb < 0:
-            raise DetectorError(f"detectors.lipfd.feature_cache_mb must be an integer >= 0, got {feature_cache_mb!r}")
         self.weights_path = str(model)
         self.device = str(device)
         self.batch_size = int(batch_size)
         self._loaded = None
         self._inputs: tuple[np.ndarray, np.ndarray] | None = None  # (global, crops) buffers, reused per batch
-        self.crop_features = FeatureCache(feature_cache_mb << 20)
+        self.crop_features = cache_from_setting(feature_cache_mb, "detectors.lipfd.feature_cache_mb")
 
     def loaded(self):
         """The loaded model (model.evaluate.Detector), loaded on first use."""

@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 
 import hashlib
-import json
 import logging
 import random
 from dataclasses import asdict, dataclass, field, fields
@@ -38,6 +37,7 @@ from avlips.config import config_from_dict
 from avlips.media.render_fast import render_sample_fast
 from avlips.media.sample import SampleError, WindowSample
 from avlips.model.shard_errors import ShardErrorHandler
+from avlips.model.shard_samples import stored_clip
 
 from .composite_inputs import composite_inputs, fast_path_available, fast_path_suits, fill_fast, torch_inputs
 from .inputs import CROP_SIZE, GLOBAL_SIZE, NUM_FRAMES, SCALE_BOXES
@@ -361,7 +361,7 @@ class LipFDStream(IterableDataset):
             missing += [f"f{i}" for i in range(_FRAMES) if f"f{i}.jpg" not in members and f"f{i}.png" not in members]
             if missing:
                 raise SampleError(f"missing field(s) {missing}")
-            if self._excluded and str(json.loads(members["json"]).get("clip", "")) in self._excluded:
+            if self._excluded and stored_clip(members) in self._excluded:
                 stats.excluded += 1  # before its frames are decoded
                 return None
             sample = WindowSample.decode(key, members)

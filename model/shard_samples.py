@@ -53,7 +53,8 @@ def decode_window(key: str, members: dict[str, bytes]) -> WindowSample:
     return sample
 
 
-def _clip_of(members: dict[str, bytes]) -> str:
+def stored_clip(members: dict[str, bytes]) -> str:
+    """The clip (video id) a stored sample belongs to, read from its json member without decoding the frames."""
     return str(json.loads(members["json"]).get("clip", ""))
 
 
@@ -73,7 +74,7 @@ def iter_shard_samples(shards: str | Sequence[str], stats: ReadStats | None = No
         key, url = str(raw.get("__key__")), str(raw.get("__url__"))
         members = {k: v for k, v in raw.items() if not k.startswith("__")}
         try:
-            if exclude_clips and _clip_of(members) in exclude_clips:
+            if exclude_clips and stored_clip(members) in exclude_clips:
                 stats.excluded_samples += 1  # left out on purpose, before its frames are decoded
                 continue
             sample = decode_window(key, members)

@@ -21,7 +21,7 @@ import torch
 
 from avlips.media.sample import WindowSample
 from avlips.model.detectors import AUDIO, FRAMES, Detector, DetectorError, Readiness, WindowScore
-from avlips.model.feature_cache import FeatureCache, content_key
+from avlips.model.feature_cache import FeatureCache, cache_from_setting, content_key
 from avlips.model.sync.curve import Calibration, curves_from_embeddings, embed_chunks
 from avlips.model.sync.frontend import WindowInputs, window_inputs
 from avlips.model.sync.weights import LoadedExpert, load_expert
@@ -60,6 +60,18 @@ class _Pending(NamedTuple):
     face: torch.Tensor | None   # (D,), or None: to embed from inputs.faces
 
 
+def _completed(cache: FeatureCache, entries: list[tuple], embed) -> list[torch.Tensor]:
+    """Each entry's (found or None, key, inputs) embedding: the found ones as they are, the others embedded in
+    one call and kept in the cache."""
+    values = [found for found, _, _ in entries]
+    missing = [n for n, value in enumerate(values) if value is None]
+    if missing:
+        for n, embedded in zip(missing, embed([entries[n][2] for n in missing])):
+            values[n] = embedded.clone()  # its own memory: the batch's tensor is not kept alive by the cache
+            cache.put(entries[n][1], values[n])
+    return values
+
+
 class SyncDetector(Detector):
     """Lip-audio sync under a lip-sync expert trained on real video only."""
 
@@ -78,16 +90,15 @@ class SyncDetector(Detector):
         self.expert_weights = expert_weights or ""
         self._offsets = offsets
         self._min_speech_dbfs = min_speech_dbfs
-        if isinstance(feature_cache_mb, bool) or not isinstance(feature_cache_mb, int) or feature_cache_mb < 0:
-            raise DetectorError(f"detectors.sync.feature_cache_mb must be an integer >= 0, got {feature_cache_mb!r}")
         self.batch_size = max(1, int(batch_size))
         self.device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
         self.training = training
         self._expert: LoadedExpert | None = None
         # A window's perturbed copies share its audio (video types) or its frames (audio types): the
         # untouched half's embeddings are looked up by content (model/feature_cache.py), not made again.
-        self._audio_cache = FeatureCache((feature_cache_mb << 20) // 2)  # audio key -> (K, D) embeddings at each offset
-        self._face_cache = FeatureCache((feature_cache_mb << 20) // 2)  # face key -> (D,) lip embedding
+        whole = cache_from_setting(feature_cache_mb, "detectors.sync.feature_cache_mb")
+        self._audio_cache = FeatureCache(whole.max_bytes // 2)  # audio key -> (K, D) embeddings at each offset
+        self._face_cache = FeatureCache(whole.max_bytes // 2)   # face key -> (D,) lip embedding
 
     # ------------------------------------------------------------------ weights
 
@@ -184,22 +195,16 @@ class SyncDetector(Detector):
         curves = []
         if scorable:
             model = expert.model.eval()
-            audio = [batch[i].audio for i in scorable]
-            faces = [batch[i].face for i in scorable]
-            missing = [n for n, i in enumerate(scorable) if audio[n] is None]
-            made = embed_chunks(model, [batch[scorable[n]].inputs.chunks for n in missing], self.device)
-            for n, embedded in zip(missing, made):
-                audio[n] = embedded.clone()  # its own memory: the batch's tensor is not kept alive by the cache
-                self._audio_cache.put(batch[scorable[n]].audio_key, audio[n])
-            missing = [n for n, i in enumerate(scorable) if faces[n] is None]
-            if missing:
-                with torch.no_grad():
-                    made = model.embed_faces(torch.from_numpy(
-                        np.stack([batch[scorable[n]].inputs.faces for n in missing])).to(self.device))
-                for n, embedded in zip(missing, made):
-                    faces[n] = embedded.clone()
-                    self._face_cache.put(batch[scorable[n]].face_key, faces[n])
-            curves = curves_from_embeddings(torch.stack(faces), audio, [batch[i].inputs.offsets for i in scorable])
+            items = [batch[i] for i in scorable]
+
+            @torch.no_grad()
+            def embed_faces(faces: list[np.ndarray]) -> torch.Tensor:
+                return model.embed_faces(torch.from_numpy(np.stack(faces)).to(self.device))
+
+            audio = _completed(self._audio_cache, [(it.audio, it.audio_key, it.inputs.chunks) for it in items],
+                               lambda chunks: embed_chunks(model, chunks, self.device))
+            faces = _completed(self._face_cache, [(it.face, it.face_key, it.inputs.faces) for it in items], embed_faces)
+            curves = curves_from_embeddings(torch.stack(faces), audio, [it.inputs.offsets for it in items])
         by_index = dict(zip(scorable, curves))
         for index, (key, inputs, *_) in enumerate(batch):
             details = {"offsets_available": int(len(inputs.offsets)), "offsets_wanted": inputs.offsets_wanted,
