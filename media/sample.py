@@ -91,9 +91,15 @@ def encode_image(rgb: np.ndarray, image_format: str = "jpg", jpeg_quality: int =
     return data.tobytes()
 
 
+# OpenCV >= 4.10 decodes straight to RGB: the same pixels as decoding to BGR and flipping, without the flip's
+# pass over the image (about a quarter of a frame's decoding time).
+_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
+
+
 def decode_image(data: bytes) -> np.ndarray:
     """JPEG/PNG bytes as an RGB uint8 image."""
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR if _IMREAD_RGB is None else _IMREAD_RGB)
     if image is None:
         raise SampleError("image bytes do not decode")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if _IMREAD_RGB is None else image

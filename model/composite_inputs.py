@@ -10,7 +10,7 @@ to torch, warning once, if they differ by more (the answer is kept in `model.loa
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # the loader imports this module
     from .loader import LoaderConfig
 
 __all__ = ["FAST_ATOL", "composite_inputs", "torch_inputs", "shrink_crops", "fast_path_available",
-           "fast_path_suits", "fast_inputs", "fill_fast"]
+           "fast_path_suits", "fast_inputs", "fill_fast", "run_threaded"]
 
 log = logging.getLogger("avlips.loader")
 
@@ -137,11 +137,23 @@ def fast_inputs(composites: Sequence[np.ndarray], config: LoaderConfig) -> tuple
     return torch.from_numpy(g), torch.from_numpy(c)
 
 
-def fill_fast(composites: Sequence[np.ndarray], config: LoaderConfig, g: np.ndarray, crops_out: np.ndarray,
+def run_threaded(run: Callable[[range], None], b: int) -> None:
+    """run(samples) over range(b), split across the resize threads.
+
+    The kernels release the GIL: as many threads as torch may use here (1 in a DataLoader worker)."""
+    threads = min(torch.get_num_threads(), b)
+    if threads > 1:
+        list(this_process.resize_pool(threads).map(run, [range(i, b, threads) for i in range(threads)]))
+    else:
+        run(range(b))
+
+
+def fill_fast(composites: Sequence[np.ndarray], config: LoaderConfig, g: np.ndarray | None, crops_out: np.ndarray,
               need_crops: Sequence[bool] | None = None) -> None:
     """Fill g (B, 3, 1120, 1120) and crops_out (B, 15, 3, c, c) float32 from uint8 composites with the numba kernels.
 
     g may have any strides (the loader's is a view of channels-last memory); the values are the same.
+    g None: the crops only (evaluate makes the global view by row bands, model/global_bands.py).
     need_crops: which composites' crops to make (default all); crops_out then has one row per True, in order.
     """
     kernels = resize_kernels.compiled_kernels()
@@ -158,14 +170,9 @@ def fill_fast(composites: Sequence[np.ndarray], config: LoaderConfig, g: np.ndar
         scratch = resize_kernels.scratch_buffers()
         for k in samples:
             crops = c[row_of[k]] if k in row_of else None
-            resize_kernels.resize_composite(np.ascontiguousarray(composites[k]), lut, chan, g[k], crops, kernels,
-                                            scratch)
+            resize_kernels.resize_composite(np.ascontiguousarray(composites[k]), lut, chan,
+                                            None if g is None else g[k], crops, kernels, scratch)
 
-    # The kernels release the GIL: as many threads as torch may use here (1 in a DataLoader worker).
-    threads = min(torch.get_num_threads(), b)
-    if threads > 1:
-        list(this_process.resize_pool(threads).map(run, [range(i, b, threads) for i in range(threads)]))
-    else:
-        run(range(b))
+    run_threaded(run, b)
     if not full_size and row_of:
         crops_out[...] = shrink_crops(torch.from_numpy(c), config).numpy()

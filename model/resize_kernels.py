@@ -25,7 +25,7 @@ import torch
 from .inputs import CLIP_MEAN, CLIP_STD, COMPOSITE_SHAPE, CROP_SIZE, FRAME_SIZE, GLOBAL_SIZE, NUM_FRAMES, SCALE_BOXES
 
 __all__ = ["bilinear_coords", "compiled_kernels", "resize_plan", "channel_table", "resize_composite",
-           "scratch_buffers", "warm_up"]
+           "resize_global_rows", "scratch_buffers", "warm_up"]
 
 
 def bilinear_coords(n_in: int, n_out: int, offset: int = 0
@@ -170,13 +170,15 @@ def channel_table(input_mode: str) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(values[0].numpy(), dtype=np.float32), chan
 
 
-def resize_composite(composite: np.ndarray, lut: np.ndarray, chan: np.ndarray, global_out: np.ndarray,
+def resize_composite(composite: np.ndarray, lut: np.ndarray, chan: np.ndarray, global_out: np.ndarray | None,
                      crops_out: np.ndarray | None, kernels: dict[str, Any], scratch: dict[str, np.ndarray]) -> None:
     """Fill global_out (3, 1120, 1120) and crops_out (15, 3, 224, 224) from one uint8 composite (1000, 2500, 3).
 
-    crops_out None: the global view only (the caller has the crops' features already)."""
+    crops_out None: the global view only (the caller has the crops' features already); global_out None: the
+    crops only (the caller makes the global view by rows, `resize_global_rows`)."""
     plan = resize_plan()
-    kernels["u8"](composite, lut, chan, *plan["global"], global_out, scratch["global"])
+    if global_out is not None:
+        kernels["u8"](composite, lut, chan, *plan["global"], global_out, scratch["global"])
     if crops_out is None:
         return
     ys = plan["frame_rows"]
@@ -185,6 +187,15 @@ def resize_composite(composite: np.ndarray, lut: np.ndarray, chan: np.ndarray, g
         kernels["u8"](composite, lut, chan, *ys, *xs, whole, scratch["frame"])
         for j, coords in enumerate(plan["scales"], start=1):  # 0.65 and 0.45: slices of it resized to 224
             kernels["f32"](whole, *coords, *coords, crops_out[i * 3 + j], scratch["scale"])
+
+
+def resize_global_rows(composite: np.ndarray, lut: np.ndarray, chan: np.ndarray, start: int, stop: int,
+                       out: np.ndarray, kernels: dict[str, Any], scratch: dict[str, np.ndarray]) -> None:
+    """Rows [start, stop) of the global view of one composite into out (3, stop - start, 1120): the same values
+    as those rows of resize_composite's global view (each output row is computed alone from its two source rows)."""
+    ys0, ys1, hw0, hw1, *columns = resize_plan()["global"]
+    rows = slice(start, stop)
+    kernels["u8"](composite, lut, chan, ys0[rows], ys1[rows], hw0[rows], hw1[rows], *columns, out, scratch["global"])
 
 
 def scratch_buffers() -> dict[str, np.ndarray]:

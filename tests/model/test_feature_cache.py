@@ -74,7 +74,8 @@ def test_lipfd_reuses_crop_features_of_unchanged_frames_and_scores_as_afresh(tmp
              for s in (clean, other, audio_copy, video_copy)]
     assert together == pytest.approx(alone, abs=1e-6)
     assert together[2] != together[0]  # the mel changed the global view, so the score
-    off = LipFDDetector(model=weights, batch_size=2, feature_cache_mb=0)
+    assert shared.global_conv1.rows_computed < shared.global_conv1.rows_total  # the copies' known bands reused
+    off = LipFDDetector(model=weights, batch_size=2, feature_cache_mb=0, global_cache_mb=0)
     assert [s.probability for s in off.score([clean, audio_copy])] == pytest.approx(together[::2], abs=1e-6)
 
 
@@ -95,5 +96,7 @@ def test_cache_size_settings_are_checked(tmp_path):
 
     with pytest.raises(DetectorError, match="feature_cache_mb"):
         LipFDDetector(model="x.pt", feature_cache_mb=-1)
+    with pytest.raises(DetectorError, match="detectors.lipfd.global_cache_mb"):
+        LipFDDetector(model="x.pt", global_cache_mb=1.5)
     with pytest.raises(DetectorError, match="feature_cache_mb"):
         SyncDetector(model="x.pt", feature_cache_mb="big")
