@@ -100,16 +100,19 @@ def fast_path_available() -> bool:
 
 
 def _fast_matches_torch() -> bool:
-    """One random composite through both paths: equal within FAST_ATOL (0..255 scale)."""
+    """One random composite through both paths, full-size and small crops: equal within FAST_ATOL (0..255 scale)."""
     from .loader import LoaderConfig
 
     rng = np.random.default_rng(12345)
     composite = rng.integers(0, 256, (1, *COMPOSITE_SHAPE, 3), dtype=np.uint8)
-    cfg = LoaderConfig(batch_size=1, crop_size=CROP_SIZE, input_mode="reference_compatible")
-    expected_global, expected_crops = torch_inputs(torch.from_numpy(composite), cfg)
-    got_global, got_crops = fast_inputs([composite[0]], cfg)
-    return bool((got_global - expected_global).abs().max() <= FAST_ATOL
-                and (got_crops - expected_crops).abs().max() <= FAST_ATOL)
+    for crop_size in (CROP_SIZE, 32):
+        cfg = LoaderConfig(batch_size=1, crop_size=crop_size, input_mode="reference_compatible")
+        expected_global, expected_crops = torch_inputs(torch.from_numpy(composite), cfg)
+        got_global, got_crops = fast_inputs([composite[0]], cfg)
+        if not ((got_global - expected_global).abs().max() <= FAST_ATOL
+                and (got_crops - expected_crops).abs().max() <= FAST_ATOL):
+            return False
+    return True
 
 
 def fast_path_suits(composites: Sequence[np.ndarray] | torch.Tensor, device: torch.device | str | None) -> bool:
@@ -163,16 +166,17 @@ def fill_fast(composites: Sequence[np.ndarray], config: LoaderConfig, g: np.ndar
     need = [True] * b if need_crops is None else [bool(n) for n in need_crops]
     row_of = {k: row for row, k in enumerate(k for k in range(b) if need[k])}
     full_size = config.crop_size == CROP_SIZE
-    # 224-pixel crops, shrunk by torch afterwards
-    c = crops_out if full_size else this_process.crops_scratch(len(row_of))
 
     def run(samples: range) -> None:
         scratch = resize_kernels.scratch_buffers()
+        acc = np.empty((3, config.crop_size), np.float64)
         for k in samples:
-            crops = c[row_of[k]] if k in row_of else None
-            resize_kernels.resize_composite(np.ascontiguousarray(composites[k]), lut, chan,
-                                            None if g is None else g[k], crops, kernels, scratch)
+            composite = np.ascontiguousarray(composites[k])
+            crops = crops_out[row_of[k]] if k in row_of else None
+            # Small crops come straight from the frames (resize_kernels.small_crops), not from 224-pixel ones.
+            resize_kernels.resize_composite(composite, lut, chan, None if g is None else g[k],
+                                            crops if full_size else None, kernels, scratch)
+            if crops is not None and not full_size:
+                resize_kernels.small_crops(composite, lut, chan, crops, kernels, acc)
 
     run_threaded(run, b)
-    if not full_size and row_of:
-        crops_out[...] = shrink_crops(torch.from_numpy(c), config).numpy()

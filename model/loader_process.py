@@ -8,27 +8,21 @@ so that none hides in a module global:
   `model.composite_inputs`; a DataLoader's workers are handed the parent's answer instead of checking
   again, see `adopt_fast_path`).
 - the thread pools that run the resize kernels over a batch, one per thread count.
-- a thread's scratch buffer of full-size crops (crops are shrunk from 224 pixels when crop_size is smaller).
 - in a worker, the pool of shared-memory batch buffers (`model.worker_memory.SlotPool`) and glibc's
   allocator settings (`tune_allocator`).
 - how workers are started: a forkserver that preloads `avlips.model.loader_worker_template`, so each
   worker starts with the kernels and colormap loaded (spawn where there is no forkserver).
 
 A forked child has none of its parent's threads and must not lend its parent's batch buffers: at fork
-the pools and buffers are forgotten (`forget_after_fork`); the kernel check and the scratch stay, they
-hold only this process's own memory.
+the pools and buffers are forgotten (`forget_after_fork`); the kernel check stays.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
-
-from .inputs import CROP_SIZE, NUM_FRAMES, SCALE_BOXES
 from .worker_memory import SlotPool, tune_allocator
 
 __all__ = ["LoaderProcess", "this_process", "WORKER_TEMPLATE"]
@@ -43,7 +37,6 @@ class LoaderProcess:
         self.fast_path: bool | None = None  # None until checked in (or handed to) this process
         self._resize_pools: dict[int, ThreadPoolExecutor] = {}
         self._batch_slots: SlotPool | None = None
-        self._scratch = threading.local()
 
     # -- the CPU resize path
 
@@ -57,19 +50,6 @@ class LoaderProcess:
         if threads not in self._resize_pools:
             self._resize_pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="lipfd-resize")
         return self._resize_pools[threads]
-
-    def crops_scratch(self, batch: int) -> np.ndarray:
-        """This thread's reused (batch, 15, 3, 224, 224) float32 buffer: full-size crops before they are shrunk.
-
-        Its memory is channels-last (a transposed view of (batch, 15, 224, 224, 3)): torch's bilinear
-        downsampling reads such memory about ten times faster than planar memory, for the same values.
-        """
-        buffer = getattr(self._scratch, "crops", None)
-        if buffer is None or buffer.shape[0] < batch:
-            memory = np.empty((batch, NUM_FRAMES * len(SCALE_BOXES), CROP_SIZE, CROP_SIZE, 3), np.float32)
-            buffer = memory.transpose(0, 1, 4, 2, 3)
-            self._scratch.crops = buffer
-        return buffer[:batch]
 
     # -- a DataLoader worker
 

@@ -245,7 +245,7 @@ def test_cpu_fast_path_equals_prepare_inputs(mode, threads):
     torch.set_num_threads(threads)
     try:
         expected = prepare_inputs(composites, mode=mode)
-        for crop_size in (224, 64):
+        for crop_size in (224, 64, 32, 16):  # small crops come straight from the frames (resize_kernels.small_crops)
             cfg = LoaderConfig(input_mode=mode, crop_size=crop_size)
             global_input, crops = composite_inputs(torch.from_numpy(composites), cfg, "cpu")
             assert global_input.shape == (2, 3, 1120, 1120) and global_input.dtype == torch.float32
@@ -278,6 +278,9 @@ def test_loader_render_equals_media_render(side):
         sample = WindowSample("k", frames, rng.normal(-40, 10, (128, 7)).astype(np.float32), 1,
                               {"mel_db_min": span[0], "mel_db_max": span[1]})
         assert np.array_equal(render_sample_fast(sample), render_sample(sample))
+        reused = np.full((1000, 2500, 3), 7, np.uint8)  # a buffer holding another window's composite
+        assert render_sample_fast(sample, out=reused) is reused
+        assert np.array_equal(reused, render_sample(sample))
 
 
 def test_worker_batches_kept_by_the_trainer_are_never_overwritten(tmp_path):
