@@ -56,8 +56,11 @@ class WindowSample:
         return members
 
     @classmethod
-    def decode(cls, key: str, members: dict[str, bytes]) -> "WindowSample":
-        """A sample from its tar members (names without the key); errors name the key and field."""
+    def decode(cls, key: str, members: dict[str, bytes], frames: np.ndarray | None = None) -> "WindowSample":
+        """A sample from its tar members (names without the key); errors name the key and field.
+
+        frames: the frames already decoded from these members' frame bytes (a reader that has seen the
+        same bytes before), used instead of decoding them again."""
         frame_names = sorted((n for n in members if n.startswith("f") and n[1:].split(".")[0].isdigit()),
                              key=lambda n: int(n[1:].split(".")[0]))
         for needed in ("mel.npy", "cls", "json"):
@@ -66,7 +69,8 @@ class WindowSample:
         if not frame_names:
             raise SampleError(f"{key}: no frames (f0.jpg ...)")
         try:
-            frames = np.stack([decode_image(members[name]) for name in frame_names])
+            if frames is None:
+                frames = np.stack([decode_image(members[name]) for name in frame_names])
             mel = np.load(io.BytesIO(members["mel.npy"]), allow_pickle=False)
             label = int(members["cls"].decode().strip())
             meta = json.loads(members["json"].decode())

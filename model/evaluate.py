@@ -220,31 +220,37 @@ class _ScoreTable:
         return out
 
 
-def _interleaved(sets: list, read: ReadStats, exclude: frozenset[str]):
+def _interleaved(sets: list, read: ReadStats, exclude: frozenset[str], frames_cache=None):
     """(set index, ShardSample) of every set, shard by shard: each clean shard, then the same shard of every
     perturbed cell. A window's perturbed copies are then read while its clean features are still in the
-    detectors' caches, whatever the size of the test split; within a set the order is the stored one."""
+    detectors' caches, whatever the size of the test split; within a set the order is the stored one.
+    frames_cache (shard_samples.DecodedFrames): the clean shard's decoded frames, which the copies an audio
+    perturbation made store byte for byte, are decoded once; emptied at each clean shard."""
     from avlips.model.shard_samples import iter_shard_samples
 
     names = sorted({os.path.basename(path) for _, _, shards in sets for path in shards})
     by_name = [{os.path.basename(path): path for path in shards} for _, _, shards in sets]
     for name in names:
+        if frames_cache is not None:
+            frames_cache.clear()
         for index, paths in enumerate(by_name):
             if name in paths:
-                for item in iter_shard_samples([paths[name]], read, exclude_clips=exclude):
+                for item in iter_shard_samples([paths[name]], read, exclude_clips=exclude, frames_cache=frames_cache,
+                                               remember_frames=sets[index][0] == CLEAN):
                     yield index, item
 
 
 def _score_shards_as_stored(table: _ScoreTable, sets: list, split: str, built: dict, chunk_size: int,
-                            read: ReadStats, exclude: frozenset[str] = frozenset()) -> None:
+                            read: ReadStats, exclude: frozenset[str] = frozenset(), decoded_frames_mb: int = 0) -> None:
     """Score each shard set (clean, then each materialised cell) as its shards store it."""
     from avlips.model.prefetch import prefetch
+    from avlips.model.shard_samples import DecodedFrames
 
     for kind, level, shards in sets:
         if not shards:
             log.warning("evaluate: no %s shards for %s level %d, skipped", split, kind, level)
     positions = [0] * len(sets)  # each set's stream position: the order its cell's rows are reported in
-    stream = prefetch(_interleaved(sets, read, exclude), chunk_size)
+    stream = prefetch(_interleaved(sets, read, exclude, DecodedFrames(decoded_frames_mb << 20)), chunk_size)
     for chunk in _chunks(stream, chunk_size, group=lambda entry: (entry[0], entry[1].shard)):
         index = chunk[0][0]
         kind, level, _ = sets[index]
@@ -254,6 +260,14 @@ def _score_shards_as_stored(table: _ScoreTable, sets: list, split: str, built: d
     for kind, level, shards in sets:
         if shards:
             log.info("evaluate: %s level %d: %d windows", kind, level, table.windows(kind, level))
+
+
+def _decoded_frames_mb(settings: dict) -> int:
+    """evaluate.decoded_frames_mb: an integer >= 0 (0 decodes every copy's frames), else an EvaluateInputError."""
+    value = settings.get("decoded_frames_mb", 768)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise EvaluateInputError(f"evaluate.decoded_frames_mb must be an integer >= 0, got {value!r}")
+    return value
 
 
 def _perturb_stats(perturbed_dir: str) -> dict:
@@ -399,6 +413,7 @@ def run_evaluate(model_path: str, clean_dir: str, perturbed_dir: str, reports_di
     settings = params.get("evaluate", {}) or {}
     split = settings.get("split", "test")
     names = list(dict.fromkeys(settings.get("detectors") or ["lipfd"]))
+    decoded_frames_mb = _decoded_frames_mb(settings)
     started = time.time()
     tune_allocator()  # freed composites and decoded frames reused, not faulted in again for every window
     plan = on_the_fly_cells(params, perturbed_dir, split)
@@ -417,7 +432,7 @@ def run_evaluate(model_path: str, clean_dir: str, perturbed_dir: str, reports_di
         perturbed = {"source": "perturbed on the fly from the clean shards (perturb.materialize false)",
                      "cells": len(plan.cells), "failures": perturb_failures}
     else:
-        _score_shards_as_stored(table, sets, split, built, chunk_size, read, exclude)
+        _score_shards_as_stored(table, sets, split, built, chunk_size, read, exclude, decoded_frames_mb)
         perturbed = {"source": "materialised shards" if perturbed_dir else "none",
                      "cells": sum(1 for kind, _, shards in sets if kind != CLEAN and shards),
                      "failures": int(_perturb_stats(perturbed_dir).get("failures") or 0)}

@@ -65,7 +65,7 @@ def shards(tmp_path_factory):
     return root
 
 
-def _evaluate(monkeypatch, root, perturbed: str, materialize: bool, detectors: list[str]):
+def _evaluate(monkeypatch, root, perturbed: str, materialize: bool, detectors: list[str], **evaluate):
     """run_evaluate's report and the scored windows it was built from."""
     import avlips.model.report as report_module
     from avlips.model.evaluate import run_evaluate
@@ -79,8 +79,8 @@ def _evaluate(monkeypatch, root, perturbed: str, materialize: bool, detectors: l
 
     monkeypatch.setattr(report_module, "build_detectors_report", keep_rows)
     params = {"perturb": {**PERTURB, "materialize": materialize}, "detectors": {"lipfd": {"device": "cpu"}},
-              "evaluate": {"bootstrap_rounds": 20, "detectors": detectors}}
-    out = root / f"reports_{materialize}_{'_'.join(detectors)}"
+              "evaluate": {"bootstrap_rounds": 20, "detectors": detectors, **evaluate}}
+    out = root / f"reports_{materialize}_{'_'.join(detectors)}_{len(evaluate)}"
     report = run_evaluate(str(root / "lipfd.pt"), str(root / "clean"), str(root / perturbed), str(out), params)
     return report, seen
 
@@ -104,6 +104,34 @@ def test_cells_made_on_the_fly_decode_to_the_materialised_windows(monkeypatch, s
            [(r.perturbation, r.level, r.key, r.details["digest"]) for r in stored]
     assert {r.perturbation for r in fly} == {"none", *PERTURB["types"]}
     _same_report(materialised, on_the_fly)
+
+
+def test_copies_with_the_clean_frame_bytes_take_its_decoded_frames_and_decode_the_same(monkeypatch, shards):
+    import avlips.model.shard_samples as shard_samples
+
+    register_detectors(monkeypatch, digest=DigestDetector)
+    caches = []
+    made = shard_samples.DecodedFrames
+
+    def kept(max_bytes):
+        caches.append(made(max_bytes))
+        return caches[-1]
+
+    monkeypatch.setattr(shard_samples, "DecodedFrames", kept)
+    reused, reused_rows = _evaluate(monkeypatch, shards, "materialised", True, ["digest"])
+    assert caches[-1].hits >= 8 * 2  # the mp3 cells' copies at both levels (and any other unchanged frames)
+    decoded, decoded_rows = _evaluate(monkeypatch, shards, "materialised", True, ["digest"], decoded_frames_mb=0)
+    assert caches[-1].hits == 0
+    assert [r.details["digest"] for r in reused_rows["digest"]] == [r.details["digest"] for r in decoded_rows["digest"]]
+    assert reused == decoded
+
+
+def test_a_bad_decoded_frames_setting_is_an_error_before_any_work(monkeypatch, shards):
+    from avlips.model.evaluate import EvaluateInputError
+
+    register_detectors(monkeypatch, digest=DigestDetector)
+    with pytest.raises(EvaluateInputError, match="evaluate.decoded_frames_mb must be an integer >= 0, got -1"):
+        _evaluate(monkeypatch, shards, "materialised", True, ["digest"], decoded_frames_mb=-1)
 
 
 @pytest.mark.slow

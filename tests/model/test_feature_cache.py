@@ -100,3 +100,23 @@ def test_cache_size_settings_are_checked(tmp_path):
         LipFDDetector(model="x.pt", global_cache_mb=1.5)
     with pytest.raises(DetectorError, match="feature_cache_mb"):
         SyncDetector(model="x.pt", feature_cache_mb="big")
+
+
+def test_decoded_frames_are_reused_by_their_bytes_kept_while_room_and_read_only():
+    from avlips.model.shard_samples import DecodedFrames, decode_window, frames_digest
+
+    clean = _window("a", 1)
+    members = clean.encode()
+    other = _window("b", 2).encode()
+    cache = DecodedFrames(clean.frames.nbytes)  # room for one window's frames
+    first = decode_window("a", members, cache)
+    again = decode_window("a_opus1", dict(members, **{"mel.npy": other["mel.npy"]}), cache)  # same frame bytes
+    assert again.frames is first.frames and cache.hits == 1 and not first.frames.flags.writeable
+    assert np.array_equal(again.mel_db, _window("b", 2).mel_db)  # the rest is its own
+    third = decode_window("b", other, cache)  # no room: decoded, not kept, the first entry stays
+    assert cache.get(frames_digest(other)) is None and cache.get(frames_digest(members)) is first.frames
+    assert np.array_equal(third.frames, decode_window("b", other).frames)
+    changed = dict(members, **{"f2.jpg": other["f2.jpg"]})  # one frame's bytes differ: decoded afresh
+    assert decode_window("a_blur1", changed, cache, remember=False).frames is not first.frames
+    cache.clear()
+    assert cache.get(frames_digest(members)) is None
