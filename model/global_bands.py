@@ -12,8 +12,12 @@ The values are those of resizing and convolving the whole view: each resized row
 its source rows (model/resize_kernels.resize_global_rows), and torch's convolution of a band of rows
 gives those rows of the whole convolution (tests/model/test_global_bands.py checks both).
 
-Only bands of windows seen whole are kept: the changed band of a perturbed copy belongs to that copy
-alone, and keeping it would push out the clean bands its sibling copies need.
+The middle rows read a few strip rows and a few frame rows (`Bands.edge_rows`): those are kept beside the
+bands, so a window whose bands are both known needs neither part rendered, and one whose strip (or frames)
+is known needs only its other part (model/lipfd_detector.py renders what `Known.needs` says).
+
+Only windows seen whole are kept: the changed band of a perturbed copy belongs to that copy alone, and
+keeping it would push out the clean bands its sibling copies need.
 """
 from __future__ import annotations
 
@@ -28,13 +32,10 @@ from torch import nn
 from avlips.media.render import STRIP_HEIGHT
 from avlips.model import resize_kernels
 from avlips.model.composite_inputs import run_threaded
-from avlips.model.feature_cache import FeatureCache, content_key
+from avlips.model.feature_cache import FeatureCache
 from avlips.model.inputs import COMPOSITE_SHAPE, GLOBAL_SIZE
 
-__all__ = ["Bands", "bands_of", "BandedConv1"]
-
-MEL_PART = np.s_[:STRIP_HEIGHT]
-FRAME_PART = np.s_[STRIP_HEIGHT:]
+__all__ = ["Bands", "bands_of", "Known", "BandedConv1"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class Bands:
     rows: int
     kernel: int
     stride: int
+    edge_rows: tuple[int, int]  # the composite rows the middle rows read: [first, STRIP_HEIGHT) of the strip,
+    #                             [STRIP_HEIGHT, stop) of the frames
 
     def global_rows(self, start: int, stop: int) -> tuple[int, int]:
         """The global view's rows that conv1's output rows [start, stop) read."""
@@ -72,27 +75,58 @@ def _bands(kernel: int, stride: int) -> Bands:
     frames_only = [not reads_mel[w].any() for w in window]
     top_end = mel_only.index(False) if False in mel_only else rows
     bottom_start = rows - frames_only[::-1].index(False) if False in frames_only else 0
-    return Bands(top_end, bottom_start, rows, kernel, stride)
+    middle = slice(top_end * stride, (bottom_start - 1) * stride + kernel)  # global rows of the middle conv rows
+    edge_rows = (int(min(ys0[middle].min(), ys1[middle].min())), int(max(ys0[middle].max(), ys1[middle].max())) + 1)
+    assert edge_rows[0] <= STRIP_HEIGHT <= edge_rows[1]
+    return Bands(top_end, bottom_start, rows, kernel, stride, edge_rows)
+
+
+@dataclass(frozen=True)
+class Known:
+    """What is kept of a window's parts: conv1's top band and the strip's edge rows (by the strip's content),
+    the bottom band and the frames' edge rows (by the frames' content); None where nothing is."""
+
+    top: torch.Tensor | None = None
+    strip_edge: torch.Tensor | None = None
+    bottom: torch.Tensor | None = None
+    frame_edge: torch.Tensor | None = None
+
+    @property
+    def needs_strip(self) -> bool:
+        """Whether the strip must be rendered (else its edge rows are copied in)."""
+        return self.top is None or self.strip_edge is None
+
+    @property
+    def needs_frames_for_bands(self) -> bool:
+        """Whether conv1 needs the frames rendered (else their edge rows are copied in)."""
+        return self.bottom is None or self.frame_edge is None
 
 
 class BandedConv1:
-    """conv1's output (B, C, rows, cols) of composites, reusing the bands of windows seen before."""
+    """conv1's output (B, C, rows, cols) of composites, reusing the bands of windows seen before.
+
+    Keys are content keys (model/feature_cache.py) of what a part is made from: the strip's of the mel's
+    colour image, the frames' of the frame arrays; None keeps and finds nothing."""
 
     def __init__(self, cache: FeatureCache) -> None:
         self.cache = cache
         self._buffer = np.empty(0, np.float32)  # the resized rows of one group, reused batch to batch
         self.rows_computed = self.rows_total = 0  # conv1 output rows: made here, and asked for
 
-    def __call__(self, conv: nn.Conv2d, bands: Bands, composites: Sequence[np.ndarray], frame_keys: Sequence[tuple],
-                 input_mode: str, device: torch.device) -> torch.Tensor:
-        """frame_keys: content_key of each composite's FRAME_PART (the caller has them for the crop features)."""
-        mel_keys = [(*content_key(c[MEL_PART]), "conv1 top", input_mode) for c in composites]
-        frame_keys = [(*key, "conv1 bottom", input_mode) for key in frame_keys]
-        tops = [self.cache.get(key) for key in mel_keys]
-        bottoms = [self.cache.get(key) for key in frame_keys]
+    def known(self, strip_key: tuple | None, frames_key: tuple | None, input_mode: str) -> Known:
+        if strip_key is None or frames_key is None:
+            return Known()
+        return Known(self.cache.get((*strip_key, "conv1 top", input_mode)), self.cache.get((*strip_key, "strip edge")),
+                     self.cache.get((*frames_key, "conv1 bottom", input_mode)),
+                     self.cache.get((*frames_key, "frame edge")))
+
+    def __call__(self, conv: nn.Conv2d, bands: Bands, composites: Sequence[np.ndarray], known: Sequence[Known],
+                 strip_keys: Sequence[tuple | None], frames_keys: Sequence[tuple | None], input_mode: str,
+                 device: torch.device) -> torch.Tensor:
+        """known: each window's `known` (its composite holds at least the rows that the bands not known read)."""
         # The output rows each window needs made: always the middle ones, and a band unless it is known.
-        spans = [(0 if top is None else bands.top_end, bands.rows if bottom is None else bands.bottom_start)
-                 for top, bottom in zip(tops, bottoms)]
+        spans = [(0 if k.top is None else bands.top_end, bands.rows if k.bottom is None else bands.bottom_start)
+                 for k in known]
         groups = {span: [k for k, s in enumerate(spans) if s == span] for span in dict.fromkeys(spans)}
         made = {span: self._convolve(conv, bands, [composites[k] for k in members], span, input_mode, device)
                 for span, members in groups.items()}
@@ -107,14 +141,20 @@ class BandedConv1:
                 for row, k in enumerate(members):
                     out[k, :, span[0]:span[1]] = made[span][row]
         self.rows_total += len(composites) * bands.rows
-        for k, (top, bottom) in enumerate(zip(tops, bottoms)):
-            if top is not None:
-                out[k, :, :bands.top_end] = top
-            if bottom is not None:
-                out[k, :, bands.bottom_start:] = bottom
-            if top is None and bottom is None:  # a window seen whole: its bands may come again
-                self.cache.put(mel_keys[k], out[k, :, :bands.top_end].clone())
-                self.cache.put(frame_keys[k], out[k, :, bands.bottom_start:].clone())
+        edge_first, edge_stop = bands.edge_rows
+        for k, found in enumerate(known):
+            if found.top is not None:
+                out[k, :, :bands.top_end] = found.top
+            if found.bottom is not None:
+                out[k, :, bands.bottom_start:] = found.bottom
+            if found.top is None and found.bottom is None and strip_keys[k] is not None and frames_keys[k] is not None:
+                # a window seen whole: its parts may come again
+                self.cache.put((*strip_keys[k], "conv1 top", input_mode), out[k, :, :bands.top_end].clone())
+                self.cache.put((*frames_keys[k], "conv1 bottom", input_mode), out[k, :, bands.bottom_start:].clone())
+                self.cache.put((*strip_keys[k], "strip edge"),
+                               torch.from_numpy(composites[k][edge_first:STRIP_HEIGHT].copy()))
+                self.cache.put((*frames_keys[k], "frame edge"),
+                               torch.from_numpy(composites[k][STRIP_HEIGHT:edge_stop].copy()))
         return out
 
     def _convolve(self, conv: nn.Conv2d, bands: Bands, composites: list[np.ndarray], span: tuple[int, int],

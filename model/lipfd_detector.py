@@ -18,6 +18,7 @@ then the encoder and the head. The forward pass is the model's own, in its parts
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -26,7 +27,8 @@ import torch
 from avlips.media.sample import WindowSample
 from avlips.model.detectors import FRAMES, MEL, Detector, DetectorError, Readiness, WindowScore
 from avlips.model.feature_cache import cache_from_setting, content_key
-from avlips.model.global_bands import FRAME_PART, BandedConv1, bands_of
+from avlips.media.render import STRIP_HEIGHT
+from avlips.model.global_bands import BandedConv1, Bands, Known, bands_of
 from avlips.params import default_param
 
 LIPFD_FRAMES = 5  # the composite holds five frames
@@ -83,20 +85,26 @@ class LipFDDetector(Detector):
 
     def score(self, samples: Iterable[WindowSample]) -> Iterator[WindowScore]:
         """P(fake) per window; a window LipFD cannot render is an abstention with the reason, not a crash."""
-        from avlips.media.render_fast import render_sample_fast as render_sample  # the same values, fewer copies
+        from avlips.media.render import render_sample
+        from avlips.media.render_fast import fast_renderable, mel_colours
 
-        pending: list[tuple[str, np.ndarray | str]] = []  # (key, composite or why not), in order
+        pending: list[_Pending] = []  # in order; the composites are rendered per batch, as much as is needed
         scorable = 0
         for sample in samples:
             self.check_fields(sample)
+            window = _Pending(sample.key, sample)
             if len(sample.frames) != LIPFD_FRAMES:
-                pending.append((sample.key, f"LipFD needs {LIPFD_FRAMES} frames, the window has {len(sample.frames)}"))
+                window.reason = f"LipFD needs {LIPFD_FRAMES} frames, the window has {len(sample.frames)}"
             else:
                 try:
-                    pending.append((sample.key, render_sample(sample, out=self._composite_buffer(scorable))))
+                    if fast_renderable(sample):
+                        window.mel_rgb = mel_colours(sample)
+                    else:
+                        window.composite = render_sample(sample)
                     scorable += 1
                 except Exception as exc:  # the loader skipped such samples; here they are counted
-                    pending.append((sample.key, f"cannot render the composite ({exc})"))
+                    window.reason = f"cannot render the composite ({exc})"
+            pending.append(window)
             if scorable == self.batch_size:
                 yield from self._flush(pending)
                 pending, scorable = [], 0
@@ -104,45 +112,80 @@ class LipFDDetector(Detector):
             yield from self._flush(pending)
 
     @torch.no_grad()
-    def _flush(self, pending: list[tuple[str, np.ndarray | str]]) -> Iterator[WindowScore]:
-        from avlips.model.composite_inputs import composite_inputs, fast_path_suits
+    def _flush(self, pending: list["_Pending"]) -> Iterator[WindowScore]:
+        from avlips.model.composite_inputs import composite_inputs, fast_path_available
         from avlips.model.scoring import probabilities_of
 
         loaded = self.loaded()
-        composites = [item for _, item in pending if not isinstance(item, str)]
+        model = loaded.model
+        config = loaded.loader_config(self.batch_size)
+        # conv1 by row bands, the known ones reused (model/global_bands.py), where the CPU kernels resize.
+        bands = bands_of(model.conv1) if fast_path_available() else None
+        self._render(pending, config, bands)
+        windows = [w for w in pending if w.reason is None]
         probabilities: list[float] = []
-        if composites:
-            config = loaded.loader_config(self.batch_size)
-            frame_keys = [content_key(c[FRAME_PART]) for c in composites]
-            keys = [(*key, config.crop_size, config.input_mode) for key in frame_keys]
-            known = [self.crop_features.get(key) for key in keys]
-            need = [feats is None for feats in known]
-            model = loaded.model
-            # Resized on the CPU as the loader's collate does, whatever the model's device.
-            bands = bands_of(model.conv1) if fast_path_suits(composites, None) else None
-            if bands is not None:  # conv1 by row bands, the known ones reused (model/global_bands.py)
+        if windows:
+            composites = [w.composite for w in windows]
+            need = [w.crop_features is None for w in windows]
+            if bands is not None:
                 crops = self._fill_crops(composites, config, need)
-                conv_out = self.global_conv1(model.conv1, bands, composites, frame_keys, config.input_mode,
-                                             loaded.device)
+                conv_out = self.global_conv1(model.conv1, bands, composites, [w.known for w in windows],
+                                             [w.strip_key for w in windows], [w.frames_key for w in windows],
+                                             config.input_mode, loaded.device)
                 global_feat = model.encoder(conv_out)
-            else:
+            else:  # torch's resizes, on the CPU as the loader's collate does, whatever the model's device
                 global_input, crops = composite_inputs(torch.from_numpy(np.stack(composites)), config, device=None)
                 crops = crops[torch.tensor(need)]
                 global_feat = model.encode_global(global_input.to(loaded.device))
             made = iter(model.crop_features(crops.to(loaded.device)) if any(need) else ())
             feats = []
-            for key, cached in zip(keys, known):
-                if cached is None:
-                    cached = next(made).clone()  # its own memory: the batch's features are not kept alive
-                    self.crop_features.put(key, cached)
-                feats.append(cached)
+            for window in windows:
+                if window.crop_features is None:
+                    window.crop_features = next(made).clone()  # its own memory: the batch's is not kept alive
+                    if window.frames_key is not None:
+                        self.crop_features.put((*window.frames_key, config.crop_size, config.input_mode),
+                                               window.crop_features)
+                feats.append(window.crop_features)
             probabilities = probabilities_of(model.head(torch.stack(feats), global_feat))
         scores = iter(probabilities)
-        for key, item in pending:
-            if isinstance(item, str):
-                yield WindowScore(key, None, item)
+        for window in pending:
+            if window.reason is not None:
+                yield WindowScore(window.key, None, window.reason)
             else:
-                yield WindowScore(key, float(next(scores)))
+                yield WindowScore(window.key, float(next(scores)))
+
+    def _render(self, pending: list["_Pending"], config, bands: Bands | None) -> None:
+        """Each scorable window's composite, in this detector's reused memory, with only the parts its scoring
+        reads: the strip unless conv1's top band and the strip's edge rows are kept, the frames unless the
+        crop features, the bottom band and the frames' edge rows are (the kept edge rows are copied in)."""
+        from avlips.media.render_fast import render_frames, render_strip
+
+        edge_first, edge_stop = bands.edge_rows if bands is not None else (0, 0)
+        slot = 0
+        for window in pending:
+            if window.reason is not None or window.composite is not None:
+                continue  # an abstention, or a window render_sample made whole (nothing kept for it)
+            sample = window.sample
+            window.strip_key = content_key(window.mel_rgb, context=("strip",))
+            window.frames_key = content_key(sample.frames)
+            window.crop_features = self.crop_features.get((*window.frames_key, config.crop_size, config.input_mode))
+            if bands is not None:
+                window.known = self.global_conv1.known(window.strip_key, window.frames_key, config.input_mode)
+            composite = self._composite_buffer(slot)
+            slot += 1
+            try:
+                if bands is None or window.known.needs_strip:
+                    render_strip(window.mel_rgb, composite)
+                else:
+                    composite[edge_first:STRIP_HEIGHT] = window.known.strip_edge.numpy()
+                if bands is None or window.crop_features is None or window.known.needs_frames_for_bands:
+                    render_frames(sample, composite)
+                else:
+                    composite[STRIP_HEIGHT:edge_stop] = window.known.frame_edge.numpy()
+            except Exception as exc:  # frames OpenCV cannot resize: this window abstains, the batch goes on
+                window.reason = f"cannot render the composite ({exc})"
+                continue
+            window.composite = composite
 
     def _composite_buffer(self, slot: int) -> np.ndarray:
         """The reused memory of a batch's slot-th composite (rendered anew each batch; nothing keeps it)."""
@@ -166,3 +209,18 @@ class LipFDDetector(Detector):
         crops = self._crops[:b]
         fill_fast(composites, config, None, crops, need_crops)
         return torch.from_numpy(crops)
+
+
+@dataclass
+class _Pending:
+    """A window of a batch on its way to a score: what is known of it, or why it is not scored."""
+
+    key: str
+    sample: WindowSample
+    reason: str | None = None  # set: an abstention
+    mel_rgb: np.ndarray | None = None  # the mel's colours (the fast path renders from them)
+    composite: np.ndarray | None = None  # rendered (in the detector's memory, or whole by render_sample)
+    strip_key: tuple | None = None  # content keys of what the strip and the frames part are made from
+    frames_key: tuple | None = None
+    crop_features: torch.Tensor | None = None  # kept from an earlier window with the same frames
+    known: Known = field(default_factory=Known)

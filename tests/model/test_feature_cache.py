@@ -58,7 +58,7 @@ def _window(key: str, seed: int) -> WindowSample:
                         rng.normal(-40, 10, (128, 8)).astype(np.float32), 0, meta)
 
 
-def test_lipfd_reuses_crop_features_of_unchanged_frames_and_scores_as_afresh(tmp_path):
+def test_lipfd_reuses_crop_features_of_unchanged_frames_and_scores_as_afresh(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     weights = _lipfd_file(tmp_path)
     clean = _window("a", 1)
@@ -68,7 +68,21 @@ def test_lipfd_reuses_crop_features_of_unchanged_frames_and_scores_as_afresh(tmp
     frames[2, 10, 10, 0] ^= 1  # one value of one frame
     video_copy = dataclasses.replace(clean, key="a_blur1", frames=frames)
     shared = LipFDDetector(model=weights, batch_size=2)
+    import avlips.media.render_fast as render_fast
+    rendered = {"strip": 0, "frames": 0}
+    strip, frames_part = render_fast.render_strip, render_fast.render_frames
+
+    def count(part, render):
+        def counted(*args):
+            rendered[part] += 1
+            return render(*args)
+        return counted
+
+    monkeypatch.setattr(render_fast, "render_strip", count("strip", strip))
+    monkeypatch.setattr(render_fast, "render_frames", count("frames", frames_part))
     together = [s.probability for s in shared.score([clean, other, audio_copy, video_copy])]
+    # the audio copy's frames and the video copy's strip are not rendered: their parts' products are kept
+    assert rendered == {"strip": 3, "frames": 3}
     assert (shared.crop_features.hits, shared.crop_features.misses) == (1, 3)
     alone = [next(iter(LipFDDetector(model=weights, batch_size=1).score([s]))).probability
              for s in (clean, other, audio_copy, video_copy)]
