@@ -24,10 +24,10 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
+from avlips.media.render import STRIP_HEIGHT
 from avlips.media.sample import WindowSample
 from avlips.model.detectors import FRAMES, MEL, Detector, DetectorError, Readiness, WindowScore
 from avlips.model.feature_cache import cache_from_setting, content_key
-from avlips.media.render import STRIP_HEIGHT
 from avlips.model.global_bands import BandedConv1, Bands, Known, bands_of
 from avlips.params import default_param
 
@@ -113,14 +113,17 @@ class LipFDDetector(Detector):
 
     @torch.no_grad()
     def _flush(self, pending: list["_Pending"]) -> Iterator[WindowScore]:
-        from avlips.model.composite_inputs import composite_inputs, fast_path_available
+        from avlips.model.composite_inputs import composite_inputs, fast_path_available, fast_path_suits
         from avlips.model.scoring import probabilities_of
 
         loaded = self.loaded()
         model = loaded.model
         config = loaded.loader_config(self.batch_size)
-        # conv1 by row bands, the known ones reused (model/global_bands.py), where the CPU kernels resize.
-        bands = bands_of(model.conv1) if fast_path_available() else None
+        # conv1 by row bands, the known ones reused (model/global_bands.py), where the CPU kernels resize:
+        # every composite reference-sized uint8 (the fast render's always are; render_sample's are checked).
+        made_whole = [w.composite for w in pending if w.reason is None and w.composite is not None]
+        suits = fast_path_suits(made_whole, None) if made_whole else fast_path_available()
+        bands = bands_of(model.conv1) if suits else None
         self._render(pending, config, bands)
         windows = [w for w in pending if w.reason is None]
         probabilities: list[float] = []

@@ -134,3 +134,23 @@ def test_decoded_frames_are_reused_by_their_bytes_kept_while_room_and_read_only(
     assert decode_window("a_blur1", changed, cache, remember=False).frames is not first.frames
     cache.clear()
     assert cache.get(frames_digest(members)) is None
+
+
+def test_lipfd_scores_windows_the_fast_render_does_not_take_beside_others_as_alone(tmp_path):
+    """Float frames (render_sample makes the composite whole) and grey frames (it cannot: an abstention) in
+    batches with windows the fast render takes in parts: each scores, or abstains, as it does alone."""
+    torch.set_num_threads(1)
+    weights = _lipfd_file(tmp_path)
+    clean = _window("a", 1)
+    floats = dataclasses.replace(_window("f", 3), frames=_window("f", 3).frames.astype(np.float32))
+    grey = dataclasses.replace(_window("g", 4), frames=_window("g", 4).frames[..., 0])  # (5, 64, 64): no channels
+    audio_copy = dataclasses.replace(clean, key="a_opus1", mel_db=clean.mel_db + 3.0)
+    windows = [clean, floats, grey, audio_copy]
+    together = list(LipFDDetector(model=weights, batch_size=2).score(windows))
+    alone = [next(iter(LipFDDetector(model=weights, batch_size=1).score([s]))) for s in windows]
+    assert [s.key for s in together] == ["a", "f", "g", "a_opus1"]
+    assert together[1].probability is not None and "cannot render" in together[2].abstain_reason
+    for got, want in zip(together, alone):
+        assert got.abstain_reason == want.abstain_reason
+        if want.probability is not None:
+            assert got.probability == pytest.approx(want.probability, abs=1e-6)
