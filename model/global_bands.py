@@ -14,7 +14,8 @@ gives those rows of the whole convolution (tests/model/test_global_bands.py chec
 
 The middle rows read a few strip rows and a few frame rows (`Bands.edge_rows`): those are kept beside the
 bands, so a window whose bands are both known needs neither part rendered, and one whose strip (or frames)
-is known needs only its other part (model/lipfd_detector.py renders what `Known.needs` says).
+is known needs only its other part (model/lipfd_detector.py renders what `Known.needs_strip` and
+`Known.needs_frames_for_bands` say).
 
 Only windows seen whole are kept: the changed band of a perturbed copy belongs to that copy alone, and
 keeping it would push out the clean bands its sibling copies need.
