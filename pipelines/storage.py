@@ -7,7 +7,6 @@ CPU-second of imports) load only when a path names a scheme.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import posixpath
@@ -110,12 +109,15 @@ def write_parquet(path: str, rows: Iterable[dict], schema: pa.Schema) -> None:
     from avlips.pipelines.arrow_rows import rows_to_table
 
     table = rows_to_table(list(rows), schema)  # from_pylist's table, without importing pandas
-    buffer = io.BytesIO()
+    # Arrow's own memory, not a Python file object: Arrow threads that call back into Python for a file's
+    # bytes can still be at it when the interpreter exits, which aborts a finished stage (exit -6,
+    # "terminate called without an active exception"; apache/arrow#34314, #50482; seen after perturb in CI).
+    buffer = pa.BufferOutputStream()
     pq.write_table(table, buffer, compression="zstd")
-    write_bytes(path, buffer.getvalue())
+    write_bytes(path, buffer.getvalue().to_pybytes())
 
 
 def read_parquet(path: str) -> pa.Table:
-    """Read a parquet table."""
+    """Read a parquet table (a manifest: small, read on the calling thread, from Arrow's memory)."""
     # One file: ParquetFile reads it as read_table would, without pyarrow.dataset (which loads pandas).
-    return pq.ParquetFile(io.BytesIO(read_bytes(path))).read()
+    return pq.ParquetFile(pa.BufferReader(read_bytes(path))).read(use_threads=False)
